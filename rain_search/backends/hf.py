@@ -1,0 +1,263 @@
+"""Hugging Face ``transformers`` backend with a tree-shared key/value cache.
+
+Each tree node stores only the keys and values of *its own* tokens plus the
+next-token distribution after them. A node's full context is the committed
+prefix's cache followed by the small deltas along its path, so no token is
+ever encoded twice: proposing children costs one batched forward call per
+token of the set, whatever the prefix length, and committing a step is a
+concatenation, not a re-encode.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
+
+from rain_search.backends.base import PUNCTUATION, Expansion, ExpandRequest, Proposal
+from rain_search.stats import Counters
+
+KV = tuple[tuple[torch.Tensor, torch.Tensor], ...]
+"""Per layer (keys, values), each shaped (batch, heads, tokens, head_dim)."""
+
+
+@dataclass
+class NodeState:
+    """Cache of a node's own tokens and the log-probabilities of the next token."""
+
+    kv: KV
+    next_log_probs: torch.Tensor  # (vocab,), temperature 1
+
+
+def concat_kv(states: Sequence[NodeState]) -> KV:
+    """The full context of the last state: its ancestors' caches end to end."""
+    if len(states) == 1:
+        return states[0].kv
+    layers = zip(*(state.kv for state in states), strict=True)
+    return tuple(
+        (torch.cat([k for k, _ in layer], dim=-2), torch.cat([v for _, v in layer], dim=-2))
+        for layer in layers
+    )
+
+
+def make_cache(kv: KV, batch: int) -> DynamicCache:
+    """A cache holding ``kv`` repeated ``batch`` times (views: no copy until extended)."""
+    return DynamicCache(
+        ddp_cache_data=[(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)) for k, v in kv]
+    )
+
+
+def cache_rows(cache: DynamicCache, row: int, start: int, stop: int) -> KV:
+    """Copy of one row's cache over token positions [start, stop)."""
+    return tuple(
+        (layer.keys[row : row + 1, :, start:stop].clone(),
+         layer.values[row : row + 1, :, start:stop].clone())
+        for layer in cache.layers
+    )
+
+
+def sample_top_k(
+    log_probs: torch.Tensor, top_k: int, temperature: float, generator: torch.Generator
+) -> torch.Tensor:
+    """One token per row from the top-k of ``log_probs / temperature`` (k=0: no cut)."""
+    logits = log_probs / temperature
+    if 0 < top_k < logits.shape[-1]:
+        values, indices = logits.topk(top_k, dim=-1)
+        picks = torch.multinomial(values.softmax(-1), 1, generator=generator)
+        return indices.gather(-1, picks).squeeze(-1)
+    return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
+
+
+class HFBackend:
+    """Runs the search's model work on a causal LM, CPU or CUDA."""
+
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.counters = Counters()
+        self.eos_token_ids = _eos_ids(model, tokenizer)
+        self._punctuation: torch.Tensor | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    # -- model calls -------------------------------------------------------------
+
+    @torch.inference_mode()
+    def forward(self, input_ids: torch.Tensor, cache: DynamicCache) -> torch.Tensor:
+        """Feed (batch, tokens) on top of ``cache``; log-probs after the last token."""
+        self.counters.count_forward(*input_ids.shape)
+        out = self.model(input_ids=input_ids, past_key_values=cache, use_cache=True)
+        return out.logits[:, -1].float().log_softmax(-1)
+
+    def start(self, prompt_ids: Sequence[int]) -> NodeState:
+        cache = DynamicCache()
+        ids = torch.tensor([list(prompt_ids)], device=self.device)
+        log_probs = self.forward(ids, cache)
+        return NodeState(cache_rows(cache, 0, 0, ids.shape[1]), log_probs[0])
+
+    def advance(self, root: NodeState, child: NodeState) -> NodeState:
+        return NodeState(concat_kv([root, child]), child.next_log_probs)
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(token_ids), skip_special_tokens=True)
+
+    # -- expansion ---------------------------------------------------------------
+
+    def expand(
+        self, path: Sequence[NodeState], request: ExpandRequest, generator: torch.Generator
+    ) -> Expansion:
+        """Propose children (and roll one sample on) in a single batched decode.
+
+        Rows 0..C-1 are the candidate children, an optional last row is the
+        rollout. Children stop after ``request.length`` tokens; the rollout
+        row alone continues (its cache narrowed to one row) to punctuation.
+        """
+        leaf = path[-1]
+        first, greedy_rows = self._first_tokens(leaf.next_log_probs, request, generator)
+        n_children = len(greedy_rows)
+        rollout = request.rollout_tokens > 0
+        batch = n_children + int(rollout)
+        if batch == 0:
+            return Expansion([], ())
+        kv = concat_kv(path)
+        prefix = kv[0][0].shape[-2]
+        cache = make_cache(kv, batch)
+        greedy_mask = torch.tensor(greedy_rows + [False] * int(rollout), device=self.device)
+        tokens: list[list[int]] = [[] for _ in range(batch)]
+        log_probs = leaf.next_log_probs.expand(batch, -1)
+        sums = torch.zeros(batch, device=self.device)
+        states: list[NodeState] = []
+        length = request.length if n_children else 0
+        rollout_done = not rollout
+        step = 0
+        while True:
+            if step == 0 and first is not None:
+                chosen = torch.cat([first, first.new_zeros(int(rollout))])
+            else:
+                chosen = torch.where(
+                    greedy_mask[-batch:],
+                    log_probs.argmax(-1),
+                    sample_top_k(log_probs, request.top_k, request.temperature, generator),
+                )
+            if rollout:
+                chosen[-1] = sample_top_k(
+                    log_probs[-1:], 0, request.rollout_temperature, generator
+                )[0]
+            if step < length:
+                sums[:n_children] += log_probs[:n_children].gather(
+                    -1, chosen[:n_children, None]
+                ).squeeze(-1)
+                for row in range(n_children):
+                    tokens[row].append(int(chosen[row]))
+            if not rollout_done:
+                token = int(chosen[-1])
+                tokens[-1].append(token)
+                rollout_done = self._rollout_ends(token, len(tokens[-1]), request.rollout_tokens)
+            if step >= length and rollout_done:
+                break
+            if step >= length and batch > 1:  # children finished: keep only the rollout row
+                cache.batch_select_indices(torch.tensor([batch - 1], device=self.device))
+                chosen, batch = chosen[-1:], 1
+            log_probs = self.forward(chosen[:, None], cache)
+            step += 1
+            if step == length:
+                states = [
+                    NodeState(cache_rows(cache, row, prefix, prefix + length), log_probs[row])
+                    for row in range(n_children)
+                ]
+        proposals = [
+            Proposal(tuple(tokens[row]), float(sums[row]), greedy_rows[row], states[row])
+            for row in range(n_children)
+        ]
+        return Expansion(
+            self._distinct(proposals, request), tuple(tokens[-1]) if rollout else ()
+        )
+
+    def _first_tokens(
+        self, log_probs: torch.Tensor, request: ExpandRequest, generator: torch.Generator
+    ) -> tuple[torch.Tensor | None, list[bool]]:
+        """Fixed first tokens for ``top`` mode, and which rows decode greedily."""
+        if request.mode == "top":
+            excluded = {ids[0] for ids in request.exclude if ids}
+            ranked = log_probs.topk(min(request.count + len(excluded), log_probs.shape[-1]))
+            picks = [int(t) for t in ranked.indices if int(t) not in excluded][: request.count]
+            return torch.tensor(picks, device=self.device, dtype=torch.long), [False] * len(picks)
+        return None, [True] * int(request.greedy) + [False] * request.count
+
+    def _distinct(self, proposals: list[Proposal], request: ExpandRequest) -> list[Proposal]:
+        """Cut each proposal after EOS, then drop duplicates and excluded sets."""
+        seen = set(request.exclude)
+        kept = []
+        for proposal in proposals:
+            proposal.token_ids = self._cut_at_eos(proposal.token_ids)
+            if proposal.token_ids not in seen:
+                seen.add(proposal.token_ids)
+                kept.append(proposal)
+        return kept
+
+    def _cut_at_eos(self, token_ids: tuple[int, ...]) -> tuple[int, ...]:
+        for index, token in enumerate(token_ids):
+            if token in self.eos_token_ids:
+                return token_ids[: index + 1]
+        return token_ids
+
+    def _rollout_ends(self, token: int, length: int, limit: int) -> bool:
+        return token in self.eos_token_ids or self.is_punctuation(token) or length >= limit
+
+    def is_punctuation(self, token: int) -> bool:
+        """Does this token's text contain a clause-ending mark? (table built once)."""
+        if self._punctuation is None:
+            self._punctuation = punctuation_table(self.tokenizer, len(self.tokenizer))
+        return token < len(self._punctuation) and bool(self._punctuation[token])
+
+    # -- plain decoding, for comparison ------------------------------------------
+
+    def vanilla(
+        self,
+        prompt_ids: Sequence[int],
+        max_new_tokens: int,
+        generator: torch.Generator,
+        *,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        should_stop: Callable[[list[int]], bool] = lambda ids: False,
+    ) -> list[int]:
+        """KV-cached greedy or sampled decoding with the same counters as the search."""
+        cache = DynamicCache()
+        ids = torch.tensor([list(prompt_ids)], device=self.device)
+        log_probs = self.forward(ids, cache)
+        output: list[int] = []
+        while True:
+            if do_sample:
+                token = int(sample_top_k(log_probs, top_k, temperature, generator)[0])
+            else:
+                token = int(log_probs[0].argmax())
+            output.append(token)
+            if token in self.eos_token_ids or len(output) >= max_new_tokens or should_stop(output):
+                return output
+            log_probs = self.forward(torch.tensor([[token]], device=self.device), cache)
+
+
+def punctuation_table(tokenizer: PreTrainedTokenizerBase, size: int) -> torch.Tensor:
+    """Boolean per token id: does its decoded text contain punctuation?"""
+    table = torch.zeros(size, dtype=torch.bool)
+    for token_id in range(size):
+        text = tokenizer.decode([token_id])
+        table[token_id] = any(mark in text for mark in PUNCTUATION)
+    return table
+
+
+def _eos_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> frozenset[int]:
+    """Every id that ends a turn: the tokenizer's EOS and the generation config's."""
+    ids: set[int] = set()
+    for source in (tokenizer.eos_token_id, getattr(model.generation_config, "eos_token_id", None)):
+        if isinstance(source, int):
+            ids.add(source)
+        elif source is not None:
+            ids.update(source)
+    return frozenset(ids)

@@ -1,0 +1,173 @@
+"""Search configuration: every knob of RAIN, with the paper's defaults.
+
+Each number in the spec (``shared/docs/rain-algorithm.md``) is a field here,
+never a literal in the search code, so a user can reproduce the paper or trade
+quality for speed by changing configuration only.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from rain_search.errors import ConfigError
+
+
+class RainConfig(BaseModel):
+    """All parameters of one RAIN generation.
+
+    Field defaults are the paper's (HH setting). Use :meth:`preset` for named
+    bundles and :meth:`merged` to override a few fields of an existing config.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+
+    # Token sets: how many tokens each tree node adds, by depth from the answer start.
+    token_set_schedule: tuple[int, ...] = Field(
+        default=(1, 2, 4, 10),
+        description="Token-set length by depth; the last entry repeats for deeper sets.",
+    )
+    # Expansion.
+    num_children: int = Field(10, ge=1, le=64, description="Candidates proposed per expansion.")
+    top_k: int = Field(15, ge=1, le=1000, description="Top-k for sampled candidate tokens.")
+    temperature: float = Field(1.0, gt=0.0, le=10.0, description="Candidate sampling temperature.")
+    rollout_temperature: float = Field(
+        1.0, gt=0.0, le=10.0, description="Temperature of the rollout to the next punctuation."
+    )
+    rollout_max_tokens: int = Field(
+        32, ge=0, le=512, description="Longest rollout past a leaf before the judge reads it."
+    )
+    root_noise: float = Field(
+        0.25, ge=0.0, le=1.0, description="Weight of uniform noise mixed into root priors."
+    )
+    # Selection.
+    c_puct: float = Field(2.0, ge=0.0, le=100.0, description="Exploration constant c of PUCT.")
+    # Budget per committed step.
+    max_iterations: int = Field(
+        50, ge=1, le=10_000, description="T: visits per step, inherited ones included."
+    )
+    min_fresh_iterations: int = Field(
+        15, ge=1, le=10_000, description="Fresh iterations every step runs at least."
+    )
+    early_stop_visits: int = Field(
+        6, ge=0, le=10_000, description="T_m: real visits the best child needs to stop early."
+    )
+    early_stop_value: float = Field(
+        0.8, ge=-1.0, le=1.0, description="V: value the best child needs to stop early."
+    )
+    # Similarity update.
+    similarity_threshold: float = Field(
+        0.95, ge=-1.0, le=1.0, description="Cosine similarity at which siblings share a visit."
+    )
+    similarity_weight: float = Field(
+        0.2, ge=0.0, le=1.0, description="gamma: fraction of a visit a similar sibling receives."
+    )
+    # Dynamic node addition.
+    dynamic_variance_threshold: float = Field(
+        0.03, ge=0.0, le=10.0, description="Children count as alike below this x set length."
+    )
+    max_children: int = Field(20, ge=1, le=256, description="No node grows past this many children.")
+    # Judging.
+    votes: Literal["soft", "hard"] = Field(
+        "soft", description="Combine the two label orders as probabilities or as +-1 votes."
+    )
+    # Output.
+    max_new_tokens: int = Field(128, ge=1, le=100_000, description="Longest answer in tokens.")
+    stop_sequences: tuple[str, ...] = Field(
+        default=(), description="Generation ends before any of these strings."
+    )
+    turn_markers: tuple[str, ...] = Field(
+        default=("\nHuman:", "\nUser:"),
+        description="Markers of a new dialogue turn; generation ends before them.",
+    )
+    seed: int | None = Field(0, description="Random seed; None draws a fresh one.")
+
+    @field_validator("token_set_schedule")
+    @classmethod
+    def _schedule_positive(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if not value or any(length < 1 for length in value):
+            raise ValueError(
+                "token_set_schedule must be a non-empty list of positive lengths, e.g. [1, 2, 4, 10]"
+            )
+        return value
+
+    @field_validator("stop_sequences", "turn_markers")
+    @classmethod
+    def _no_empty_stops(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if any(not isinstance(stop, str) or stop == "" for stop in value):
+            raise ValueError("stop sequences must be non-empty strings; remove the empty entry")
+        return value
+
+    @model_validator(mode="after")
+    def _budget_consistent(self) -> RainConfig:
+        if self.min_fresh_iterations > self.max_iterations:
+            raise ValueError(
+                f"min_fresh_iterations ({self.min_fresh_iterations}) exceeds max_iterations "
+                f"({self.max_iterations}); lower min_fresh_iterations or raise max_iterations"
+            )
+        if self.max_children < self.num_children:
+            raise ValueError(
+                f"max_children ({self.max_children}) is below num_children ({self.num_children}); "
+                "raise max_children"
+            )
+        return self
+
+    def set_length(self, depth: int) -> int:
+        """Token-set length of a node at ``depth`` (1 = first set of the answer)."""
+        schedule = self.token_set_schedule
+        return schedule[min(depth, len(schedule)) - 1]
+
+    @property
+    def all_stops(self) -> tuple[str, ...]:
+        """User stop sequences and turn markers together."""
+        return self.stop_sequences + self.turn_markers
+
+    @classmethod
+    def create(cls, **values: Any) -> RainConfig:
+        """Build a config, turning pydantic's error into a :class:`ConfigError` that names fields."""
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            raise ConfigError(_describe(exc)) from exc
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> RainConfig:
+        """A named bundle of settings (``paper``, ``fast``, ...) with optional overrides."""
+        if name not in PRESETS:
+            raise ConfigError(
+                f"unknown preset {name!r}; choose one of: {', '.join(sorted(PRESETS))}"
+            )
+        return cls.create(**{**PRESETS[name], **overrides})
+
+    def merged(self, **overrides: Any) -> RainConfig:
+        """A copy with some fields changed, validated like a new config."""
+        return self.create(**{**self.model_dump(), **overrides})
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = ["invalid RAIN configuration:"]
+    for error in exc.errors():
+        field = ".".join(str(part) for part in error["loc"]) or "config"
+        lines.append(f"  {field}: {error['msg']} (got {error.get('input')!r})")
+    return "\n".join(lines)
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The paper's HH settings: T=50, at least 15 fresh iterations, T_m=6, V=0.8.
+    "paper": {},
+    # AdvBench (GCG suffix attacks): T_m=5 and hotter candidates, as the reference used.
+    "adversarial": {"early_stop_visits": 5, "temperature": 2.0},
+    # TruthfulQA: stricter early stop.
+    "truthful": {"early_stop_visits": 16},
+    # A cheap search for CPUs and demos: fewer candidates and iterations.
+    "fast": {
+        "num_children": 4,
+        "max_iterations": 8,
+        "min_fresh_iterations": 3,
+        "early_stop_visits": 2,
+        "max_children": 8,
+        "rollout_max_tokens": 16,
+        "max_new_tokens": 64,
+    },
+}

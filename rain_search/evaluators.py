@@ -1,0 +1,187 @@
+"""Evaluators: what tells the search whether a partial answer is good.
+
+All evaluators share one protocol, ``score(prompt, responses) -> scores in
+[-1, 1]``, and one wrapper that caches scores by text (the search revisits the
+same text often) and rejects anything that is not a finite number in range.
+
+- :class:`SelfEvaluator`: the generator judges itself (RAIN proper).
+- :class:`ModelEvaluator`: a second Hugging Face model judges, same templates.
+- :class:`FunctionEvaluator`: any Python callable, e.g. a keyword or lexicon judge.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from typing import Protocol, runtime_checkable
+
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from rain_search.backends.judge import HFJudge
+from rain_search.errors import ConfigError, EvaluatorError
+from rain_search.stats import Counters
+from rain_search.templates import EvalTemplate, load_template
+
+
+@runtime_checkable
+class Evaluator(Protocol):
+    counters: Counters
+
+    def score(self, prompt: str, responses: Sequence[str]) -> list[float]:
+        """A score in [-1, 1] per response to ``prompt``: +1 good, -1 bad."""
+        ...
+
+
+def check_score(value: object, source: str) -> float:
+    """``value`` as a float in [-1, 1], or an :class:`EvaluatorError` saying what was wrong."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise EvaluatorError(
+            f"{source} returned {value!r} of type {type(value).__name__}; "
+            "an evaluator must return a number in [-1, 1]"
+        )
+    score = float(value)
+    if not math.isfinite(score) or not -1.0 <= score <= 1.0:
+        raise EvaluatorError(
+            f"{source} returned {score}, outside [-1, 1]; scale its scores into that range"
+        )
+    return score
+
+
+class CachedEvaluator:
+    """Base class: score caching by (prompt, response) and validation of every score."""
+
+    name = "evaluator"
+
+    def __init__(self, cache_size: int = 20_000) -> None:
+        self.counters = Counters()
+        self._cache: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
+
+    def score(self, prompt: str, responses: Sequence[str]) -> list[float]:
+        with self._lock:
+            missing = list(dict.fromkeys(r for r in responses if (prompt, r) not in self._cache))
+            self.counters.evaluator_calls += len(responses)
+            self.counters.cache_hits += len(responses) - len(missing)
+            if missing:
+                scores = self.score_uncached(prompt, missing)
+                if len(scores) != len(missing):
+                    raise EvaluatorError(
+                        f"{self.name} returned {len(scores)} scores for {len(missing)} responses"
+                    )
+                for response, value in zip(missing, scores, strict=True):
+                    self._remember((prompt, response), check_score(value, self.name))
+            return [self._cache[(prompt, response)] for response in responses]
+
+    def score_uncached(self, prompt: str, responses: Sequence[str]) -> list[float]:
+        raise NotImplementedError
+
+    def _remember(self, key: tuple[str, str], value: float) -> None:
+        self._cache[key] = value
+        self._cache.move_to_end(key)
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+
+
+class FunctionEvaluator(CachedEvaluator):
+    """Wraps ``fn(response) -> score`` or ``fn(prompt, response) -> score``."""
+
+    def __init__(self, fn: Callable[..., float], *, name: str | None = None) -> None:
+        if not callable(fn):
+            raise ConfigError(f"FunctionEvaluator needs a callable, got {type(fn).__name__}")
+        super().__init__()
+        self.fn = fn
+        self.name = name or f"evaluator function {getattr(fn, '__name__', repr(fn))!r}"
+        self._takes_prompt = _positional_arity(fn) >= 2
+
+    def score_uncached(self, prompt: str, responses: Sequence[str]) -> list[float]:
+        scores = []
+        for response in responses:
+            try:
+                scores.append(self.fn(prompt, response) if self._takes_prompt else self.fn(response))
+            except Exception as exc:  # the user's code: report it as theirs
+                raise EvaluatorError(f"{self.name} raised {type(exc).__name__}: {exc}") from exc
+        return scores
+
+
+class TemplateEvaluator(CachedEvaluator):
+    """A causal LM judges responses through an evaluation template, once bound to one."""
+
+    def __init__(self, template: str | EvalTemplate = "harmless", *, votes: str = "soft") -> None:
+        super().__init__()
+        self.template = load_template(template)
+        self.votes = _check_votes(votes)
+        self.name = f"{type(self).__name__}({self.template.name})"
+        self._judge: HFJudge | None = None
+
+    def bind(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+        """Attach the judging model; checks the option labels against its tokenizer now."""
+        self._judge = HFJudge(model, tokenizer, self.template, self.counters, votes=self.votes)
+
+    def score_uncached(self, prompt: str, responses: Sequence[str]) -> list[float]:
+        if self._judge is None:
+            raise EvaluatorError(
+                f"{self.name} is not bound to a model; pass it to RainGenerator, "
+                "or use ModelEvaluator(model, tokenizer, template) on its own"
+            )
+        return self._judge.score(prompt, responses)
+
+
+class ModelEvaluator(TemplateEvaluator):
+    """A second Hugging Face model (e.g. a larger one) judges with the same templates."""
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        template: str | EvalTemplate = "harmless",
+        *,
+        votes: str = "soft",
+    ) -> None:
+        super().__init__(template, votes=votes)
+        self.bind(model, tokenizer)
+
+
+class SelfEvaluator(TemplateEvaluator):
+    """The generating model judges its own output (RAIN proper); the generator binds it."""
+
+
+def make_evaluator(
+    spec: str | Evaluator | Callable[..., float] | None, template: str | EvalTemplate | None
+) -> Evaluator:
+    """Resolve the ``evaluator`` argument of the generator and the CLI."""
+    if spec is None or spec == "self":
+        return SelfEvaluator(template or "harmless")
+    if template is not None:
+        raise ConfigError(
+            "a template was given together with a ready evaluator, which would ignore it; "
+            "pass the template to the evaluator instead (e.g. ModelEvaluator(..., template=...))"
+        )
+    if isinstance(spec, Evaluator):
+        return spec
+    if callable(spec):
+        return FunctionEvaluator(spec)
+    raise ConfigError(
+        f"unknown evaluator {spec!r}; use 'self', an Evaluator instance, or a callable "
+        "returning a score in [-1, 1]"
+    )
+
+
+def _check_votes(votes: str) -> str:
+    if votes not in ("soft", "hard"):
+        raise ConfigError(f"votes must be 'soft' or 'hard', got {votes!r}")
+    return votes
+
+
+def _positional_arity(fn: Callable[..., float]) -> int:
+    try:
+        parameters = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return 1
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in parameters):
+        return 2
+    return sum(1 for p in parameters if p.kind in kinds)

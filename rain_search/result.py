@@ -1,0 +1,89 @@
+"""What a generation returns: the text, and what it cost step by step."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from rain_search.stats import Counters
+
+FinishReason = Literal["eos", "stop", "length"]
+
+
+@dataclass
+class StepStats:
+    """One committed token set and the search that chose it."""
+
+    index: int
+    text: str
+    token_ids: tuple[int, ...]
+    iterations: int
+    inherited_visits: int
+    nodes_expanded: int
+    forward_calls: int
+    tokens_processed: int
+    evaluator_calls: int
+    cache_hits: int
+    visits: float
+    value: float
+    early_stopped: bool
+    tree_size: int
+    wall_time: float
+
+
+@dataclass
+class RainResult:
+    """A generated answer with its search statistics.
+
+    ``steps`` is empty for vanilla generation; ``totals`` counts model work
+    (prompt encoding included) and judge work together.
+    """
+
+    text: str
+    token_ids: list[int]
+    prompt_tokens: int
+    finish_reason: FinishReason
+    mode: Literal["rain", "vanilla"]
+    totals: Counters
+    wall_time: float
+    seed: int
+    steps: list[StepStats] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def completion_tokens(self) -> int:
+        return len(self.token_ids)
+
+    @property
+    def token_sets(self) -> list[str]:
+        """The committed token sets, as text, in order."""
+        return [step.text for step in self.steps]
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        """Totals and per-output-token costs, flat, for logs and metadata."""
+        per_token = max(self.completion_tokens, 1)
+        return {
+            "mode": self.mode,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "finish_reason": self.finish_reason,
+            "steps": len(self.steps),
+            "iterations": sum(step.iterations for step in self.steps),
+            "nodes_expanded": sum(step.nodes_expanded for step in self.steps),
+            **asdict(self.totals),
+            "forward_calls_per_token": self.totals.forward_calls / per_token,
+            "tokens_processed_per_token": self.totals.tokens_processed / per_token,
+            "wall_time": self.wall_time,
+            "seed": self.seed,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything, JSON-serialisable."""
+        return {
+            "text": self.text,
+            "token_ids": self.token_ids,
+            "stats": self.stats,
+            "steps": [asdict(step) for step in self.steps],
+            "warnings": self.warnings,
+        }

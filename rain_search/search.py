@@ -1,0 +1,409 @@
+"""RAIN: prompt -> tree search -> text.
+
+Read top-down: :class:`RainGenerator` turns a prompt into token ids and runs a
+:class:`TreeSearch`; the search repeats *search, commit* until the answer
+ends. Each search step runs iterations of *select, expand and roll out,
+judge, back up, share with similar siblings* from the current root, then
+commits the most visited child, keeping its subtree for the next step.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from rain_search.backends.base import PUNCTUATION, Backend, ExpandRequest
+from rain_search.backends.hf import HFBackend
+from rain_search.config import RainConfig
+from rain_search.embeddings import Embedder, make_embedder
+from rain_search.errors import ConfigError, PromptError
+from rain_search.evaluators import Evaluator, SelfEvaluator, check_score, make_evaluator
+from rain_search.models import context_window, format_prompt, load_model
+from rain_search.result import FinishReason, RainResult, StepStats
+from rain_search.stats import Counters
+from rain_search.templates import EvalTemplate
+from rain_search.tree import (
+    Node,
+    ValueRange,
+    assign_priors,
+    backup,
+    best_child,
+    count_nodes,
+    early_stop,
+    mix_root_noise,
+    needs_more_children,
+    select_child,
+    similarity_update,
+)
+
+Prompt = str | Sequence[Mapping[str, str]]
+StepCallback = Callable[[StepStats], None]
+
+
+class RainGenerator:
+    """Generates with RAIN on a Hugging Face causal LM.
+
+    >>> model, tokenizer = load_model()                       # doctest: +SKIP
+    >>> gen = RainGenerator(model, tokenizer, "fast")          # doctest: +SKIP
+    >>> print(gen.generate("How do I pick a lock?").text)      # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        config: RainConfig | str | None = None,
+        *,
+        evaluator: str | Evaluator | Callable[..., float] | None = None,
+        template: str | EvalTemplate | None = None,
+        embedder: str | Embedder | None = "minilm",
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.config = resolve_config(config)
+        self.backend = HFBackend(model, tokenizer)
+        self.evaluator = make_evaluator(evaluator, template)
+        if isinstance(self.evaluator, SelfEvaluator):
+            self.evaluator.bind(model, tokenizer)
+        self.embedder = make_embedder(embedder, model=model, tokenizer=tokenizer)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model: str | None = None,
+        config: RainConfig | str | None = None,
+        *,
+        device: str | None = None,
+        dtype: str | None = None,
+        **kwargs: Any,
+    ) -> RainGenerator:
+        """Load ``model`` (default: the embedded SmolLM2) and wrap it."""
+        loaded, tokenizer = load_model(model, device=device, dtype=dtype)
+        return cls(loaded, tokenizer, config, **kwargs)
+
+    def generate(
+        self,
+        prompt: Prompt,
+        *,
+        system: str | None = None,
+        on_step: StepCallback | None = None,
+        **overrides: Any,
+    ) -> RainResult:
+        """Answer ``prompt`` (text or chat messages) with the tree search.
+
+        Keyword overrides change configuration fields for this call only,
+        e.g. ``generate(prompt, max_new_tokens=32, seed=7)``.
+        """
+        config = self.config.merged(**overrides) if overrides else self.config
+        prompt_ids, judge_prompt = self.encode(prompt, system)
+        budget, warnings = self.fit_context(len(prompt_ids), config.max_new_tokens)
+        search = TreeSearch(
+            self.backend, self.evaluator, self.embedder, config.merged(max_new_tokens=budget),
+            judge_prompt, on_step,
+        )
+        result = search.run(prompt_ids)
+        result.warnings.extend(warnings)
+        return result
+
+    def vanilla(
+        self,
+        prompt: Prompt,
+        *,
+        system: str | None = None,
+        do_sample: bool = False,
+        **overrides: Any,
+    ) -> RainResult:
+        """Plain KV-cached decoding (greedy unless ``do_sample``), counted like the search."""
+        config = self.config.merged(**overrides) if overrides else self.config
+        prompt_ids, _ = self.encode(prompt, system)
+        budget, warnings = self.fit_context(len(prompt_ids), config.max_new_tokens)
+        seed = draw_seed(config.seed)
+        start, before = time.perf_counter(), self.backend.counters.copy()
+        stops = Stops(self.backend, config.all_stops)
+        token_ids = self.backend.vanilla(
+            prompt_ids, budget, make_generator(seed, self.backend.device),
+            do_sample=do_sample, temperature=config.temperature, top_k=config.top_k,
+            should_stop=stops.found,
+        )
+        text, finish = stops.finish(token_ids, self.backend.eos_token_ids, budget)
+        return RainResult(
+            text, token_ids, len(prompt_ids), finish, "vanilla",
+            self.backend.counters - before, time.perf_counter() - start, seed, warnings=warnings,
+        )
+
+    def encode(self, prompt: Prompt, system: str | None) -> tuple[list[int], str]:
+        """Token ids of the formatted prompt, and the plain prompt text the judge reads."""
+        text = format_prompt(self.tokenizer, prompt, system=system)
+        has_template = bool(getattr(self.tokenizer, "chat_template", None))
+        ids = self.tokenizer.encode(text, add_special_tokens=not has_template)
+        judge_prompt = prompt if isinstance(prompt, str) else last_user_message(prompt)
+        return ids, judge_prompt
+
+    def fit_context(self, prompt_tokens: int, max_new_tokens: int) -> tuple[int, list[str]]:
+        """Clamp the answer budget to the context window; refuse prompts that do not fit."""
+        window = context_window(self.model)
+        if window is None or prompt_tokens + max_new_tokens <= window:
+            return max_new_tokens, []
+        if prompt_tokens >= window:
+            raise PromptError(
+                f"the prompt is {prompt_tokens} tokens but the model's context window is "
+                f"{window}; shorten the prompt"
+            )
+        budget = window - prompt_tokens
+        return budget, [f"max_new_tokens lowered from {max_new_tokens} to {budget} to fit the "
+                        f"model's {window}-token context window"]
+
+
+class TreeSearch:
+    """One RAIN generation over any :class:`Backend`."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        evaluator: Evaluator,
+        embedder: Embedder,
+        config: RainConfig,
+        prompt: str,
+        on_step: StepCallback | None = None,
+    ) -> None:
+        self.backend = backend
+        self.evaluator = evaluator
+        self.embedder = embedder
+        self.config = config
+        self.prompt = prompt
+        self.on_step = on_step
+        self.seed = draw_seed(config.seed)
+        self.rng = random.Random(self.seed)
+        self.generator = make_generator(self.seed, getattr(backend, "device", "cpu"))
+        self.bounds = ValueRange()
+        self.stops = Stops(backend, config.all_stops)
+        self.answer: list[int] = []
+        self.nodes_expanded = 0
+
+    # -- outer loop: search, commit, repeat ---------------------------------------
+
+    def run(self, prompt_ids: Sequence[int]) -> RainResult:
+        start, before = time.perf_counter(), self.counters()
+        root = Node((), state=self.backend.start(prompt_ids))
+        steps: list[StepStats] = []
+        shown = ""
+        while True:
+            step_start, step_before = time.perf_counter(), self.counters()
+            inherited, fresh, stopped_early = root.fn, *self.search(root)
+            child = best_child(root)
+            self.answer.extend(child.token_ids)
+            text, finish = self.stops.finish(self.answer, self.backend.eos_token_ids,
+                                             self.config.max_new_tokens)
+            cost = self.counters() - step_before
+            steps.append(StepStats(
+                len(steps), text[len(shown):], child.token_ids, fresh, inherited,
+                self.nodes_expanded, cost.forward_calls, cost.tokens_processed,
+                cost.evaluator_calls, cost.cache_hits, child.n, child.q, stopped_early,
+                count_nodes(root), time.perf_counter() - step_start,
+            ))
+            self.nodes_expanded, shown = 0, text
+            if self.on_step is not None:
+                self.on_step(steps[-1])
+            if child.terminal:
+                return RainResult(
+                    text, list(self.answer), len(prompt_ids), child.finish or finish, "rain",
+                    self.counters() - before, time.perf_counter() - start, self.seed, steps,
+                )
+            root = self.commit(root, child)
+
+    def search(self, root: Node) -> tuple[int, bool]:
+        """Iterate until T visits (inherited ones count) and the minimum fresh ones are done.
+
+        Returns the number of fresh iterations and whether the early stop fired.
+        """
+        config = self.config
+        fresh = 0
+        while fresh < config.min_fresh_iterations or root.fn < config.max_iterations:
+            if fresh >= config.min_fresh_iterations and early_stop(
+                root, config.early_stop_visits, config.early_stop_value
+            ):
+                return fresh, True
+            self.iterate(root)
+            fresh += 1
+        return fresh, False
+
+    def commit(self, root: Node, child: Node) -> Node:
+        """Make ``child`` the root, keeping its subtree and dropping its siblings'."""
+        child.state = self.backend.advance(root.state, child.state)
+        child.parent = None
+        root.children = []
+        mix_root_noise(child.children, self.config.root_noise, self.rng)
+        return child
+
+    # -- one iteration -------------------------------------------------------------
+
+    def iterate(self, root: Node) -> None:
+        path = [root]
+        while path[-1].children:
+            self.maybe_add_children(path)
+            path.append(select_child(path[-1], self.config.c_puct, self.bounds))
+        rollout = self.expand(path)
+        nodes = path[1:]
+        response = self.backend.decode(self.answer + self.tokens_of(nodes) + list(rollout))
+        value = check_score(
+            self.evaluator.score(self.prompt, [self.stops.cut(response)])[0], "the evaluator"
+        )
+        self.embed(nodes, rollout)
+        backup(path, value, self.bounds)
+        similarity_update(nodes, value, self.config.similarity_threshold,
+                          self.config.similarity_weight)
+
+    def expand(self, path: list[Node]) -> tuple[int, ...]:
+        """Give the leaf its children and roll one sample on to the next punctuation.
+
+        Both happen in one batched backend call. Returns the rollout tokens.
+        """
+        leaf = path[-1]
+        if leaf.terminal:
+            return ()
+        config = self.config
+        length = self.set_length(path)
+        single = length == 1
+        request = ExpandRequest(
+            length=length,
+            mode="top" if single else "sample",
+            count=config.num_children if single else config.num_children - 1,
+            greedy=not single,
+            top_k=config.top_k,
+            temperature=config.temperature,
+            rollout_tokens=0 if self.ends_clause(leaf) else config.rollout_max_tokens,
+            rollout_temperature=config.rollout_temperature,
+        )
+        expansion = self.backend.expand([node.state for node in path], request, self.generator)
+        self.add_children(path, expansion.proposals, single)
+        return expansion.rollout
+
+    def maybe_add_children(self, path: list[Node]) -> None:
+        """Dynamic node addition: widen a node whose children are alike and all bad."""
+        node = path[-1]
+        length = self.set_length(path)
+        if not needs_more_children(
+            node, length, self.config.dynamic_variance_threshold, self.config.max_children
+        ):
+            return
+        single = length == 1
+        request = ExpandRequest(
+            length=length,
+            mode="top" if single else "sample",
+            count=1 if single else 2,
+            exclude=[child.token_ids for child in node.children],
+            top_k=self.config.top_k,
+            temperature=self.config.temperature,
+        )
+        expansion = self.backend.expand([n.state for n in path], request, self.generator)
+        self.add_children(path, expansion.proposals, single)
+
+    def add_children(self, path: list[Node], proposals: Sequence[Any], single: bool) -> None:
+        parent = path[-1]
+        prefix = self.answer + self.tokens_of(path[1:])
+        for proposal in proposals:
+            parent.children.append(Node(
+                proposal.token_ids, parent, parent.depth + 1, log_prob=proposal.log_prob,
+                greedy=proposal.greedy, state=proposal.state,
+                finish=self.stops.reason(prefix + list(proposal.token_ids),
+                                         self.backend.eos_token_ids, self.config.max_new_tokens),
+            ))
+        self.nodes_expanded += 1
+        assign_priors(parent.children, single)
+        if parent.parent is None:
+            mix_root_noise(parent.children, self.config.root_noise, self.rng)
+
+    def embed(self, nodes: list[Node], rollout: tuple[int, ...]) -> None:
+        """Each path node's embedding: its text down to the end of this visit's rollout."""
+        if not nodes:
+            return
+        texts = [
+            self.backend.decode(self.tokens_of(nodes[i:]) + list(rollout))
+            for i in range(len(nodes))
+        ]
+        for node, vector in zip(nodes, self.embedder.embed(texts), strict=True):
+            node.add_embedding(vector)
+
+    # -- helpers -------------------------------------------------------------------
+
+    def set_length(self, path: list[Node]) -> int:
+        """Length of the token sets below the last node of ``path``, within the budget."""
+        used = len(self.answer) + len(self.tokens_of(path[1:]))
+        return min(self.config.set_length(path[-1].depth + 1), self.config.max_new_tokens - used)
+
+    def ends_clause(self, node: Node) -> bool:
+        text = self.backend.decode(node.token_ids).rstrip(" ")
+        return bool(text) and text[-1] in PUNCTUATION
+
+    @staticmethod
+    def tokens_of(nodes: Sequence[Node]) -> list[int]:
+        return [token for node in nodes for token in node.token_ids]
+
+    def counters(self) -> Counters:
+        return self.backend.counters + self.evaluator.counters
+
+
+class Stops:
+    """Where an answer ends: EOS, a stop sequence or turn marker, or the length budget."""
+
+    def __init__(self, backend: Backend, stops: Sequence[str]) -> None:
+        self.backend = backend
+        self.stops = tuple(stops)
+
+    def cut(self, text: str) -> str:
+        """``text`` up to the first stop sequence."""
+        cut = min((i for i in (text.find(s) for s in self.stops) if i >= 0), default=len(text))
+        return text[:cut]
+
+    def found(self, token_ids: Sequence[int]) -> bool:
+        text = self.backend.decode(token_ids)
+        return any(stop in text for stop in self.stops)
+
+    def reason(
+        self, token_ids: Sequence[int], eos: frozenset[int], max_tokens: int
+    ) -> FinishReason | None:
+        if token_ids and token_ids[-1] in eos:
+            return "eos"
+        if self.found(token_ids):
+            return "stop"
+        if len(token_ids) >= max_tokens:
+            return "length"
+        return None
+
+    def finish(
+        self, token_ids: Sequence[int], eos: frozenset[int], max_tokens: int
+    ) -> tuple[str, FinishReason]:
+        """Visible text and finish reason of an answer (reason "length" if still open)."""
+        return self.cut(self.backend.decode(token_ids)), self.reason(
+            token_ids, eos, max_tokens
+        ) or "length"
+
+
+def resolve_config(config: RainConfig | str | None) -> RainConfig:
+    if config is None:
+        return RainConfig()
+    if isinstance(config, str):
+        return RainConfig.preset(config)
+    if isinstance(config, RainConfig):
+        return config
+    raise ConfigError(
+        f"config must be a RainConfig or a preset name, got {type(config).__name__}"
+    )
+
+
+def last_user_message(messages: Sequence[Mapping[str, str]]) -> str:
+    users = [m.get("content", "") for m in messages if m.get("role") == "user"]
+    return users[-1] if users else ""
+
+
+def draw_seed(seed: int | None) -> int:
+    return seed if seed is not None else random.SystemRandom().randrange(2**31)
+
+
+def make_generator(seed: int, device: torch.device | str) -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(seed)

@@ -1,0 +1,227 @@
+"""The RAIN search tree: nodes and the arithmetic on them.
+
+Everything here is plain Python over node statistics so the search's maths
+(PUCT, backup, similarity update, dynamic addition, commit) can be tested with
+exact numbers and no model. Model work (proposing token sets, caching keys and
+values) lives behind an opaque ``state`` each node carries for its backend.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+
+@dataclass(eq=False)
+class Node:
+    """A token set appended to its parent's text.
+
+    ``n`` may be fractional (similar siblings share visits), ``fn`` counts real
+    visits only, ``q`` is the mean value in [-1, 1]. ``prior`` is the
+    normalised sequence probability among siblings; ``p`` is what PUCT uses
+    (the prior with root noise mixed in while the parent is the root).
+    ``finish`` is why the answer ends at this node ("eos", "stop", "length"),
+    or None while it can grow.
+    """
+
+    token_ids: tuple[int, ...]
+    parent: Node | None = None
+    depth: int = 0
+    prior: float = 1.0
+    p: float = 1.0
+    log_prob: float = 0.0
+    greedy: bool = False
+    state: Any = None
+    finish: str | None = None
+    children: list[Node] = field(default_factory=list)
+    n: float = 0.0
+    fn: int = 0
+    q: float = 0.0
+    embedding: torch.Tensor | None = None
+    embedding_visits: int = 0
+
+    @property
+    def terminal(self) -> bool:
+        return self.finish is not None
+
+    def path_from(self, ancestor: Node) -> list[Node]:
+        """Nodes from just below ``ancestor`` down to ``self``, in order."""
+        path: list[Node] = []
+        node: Node | None = self
+        while node is not None and node is not ancestor:
+            path.append(node)
+            node = node.parent
+        if node is None:
+            raise ValueError("node is not a descendant of the given ancestor")
+        return path[::-1]
+
+    def add_value(self, value: float, weight: float = 1.0) -> None:
+        """Fold ``value`` into the running mean ``q`` with visit weight ``weight``."""
+        total = self.n + weight
+        self.q = (self.q * self.n + value * weight) / total
+        self.n = total
+
+    def add_embedding(self, embedding: torch.Tensor) -> None:
+        """Running mean of the embeddings of this node's visits."""
+        self.embedding_visits += 1
+        if self.embedding is None:
+            self.embedding = embedding.clone()
+        else:
+            self.embedding += (embedding - self.embedding) / self.embedding_visits
+
+    def walk(self) -> Iterator[Node]:
+        """This node and every descendant, depth first."""
+        stack = [self]
+        while stack:
+            node = stack.pop()
+            yield node
+            stack.extend(node.children)
+
+
+@dataclass
+class ValueRange:
+    """Bounds used to normalise q for PUCT; start at [-1, 1] and only widen."""
+
+    low: float = -1.0
+    high: float = 1.0
+
+    def update(self, value: float) -> None:
+        self.low = min(self.low, value)
+        self.high = max(self.high, value)
+
+    def normalise(self, q: float) -> float:
+        return (q - self.low) / (self.high - self.low)
+
+
+def puct_score(child: Node, parent_visits: float, c: float, bounds: ValueRange) -> float:
+    """Q̂ + c·p·sqrt(n(parent)) / (1 + n(child)); unvisited children have Q̂ = 0."""
+    exploit = bounds.normalise(child.q) if child.n > 0 else 0.0
+    return exploit + c * child.p * math.sqrt(parent_visits) / (1.0 + child.n)
+
+
+def select_child(node: Node, c: float, bounds: ValueRange) -> Node:
+    """The child with the highest PUCT score (first one wins ties)."""
+    return max(node.children, key=lambda child: puct_score(child, node.n, c, bounds))
+
+
+def normalise_priors(
+    log_probs: Sequence[float], greedy_index: int | None, single_token: bool
+) -> list[float]:
+    """Sibling priors from sequence log-probabilities.
+
+    For multi-token sets the greedy child's raw probability is clipped into
+    [max + min, sum] of the sampled ones so the greedy path cannot swamp (or
+    vanish next to) the samples; 1-token sets use plain normalisation.
+    """
+    raw = [math.exp(lp) for lp in log_probs]
+    sampled = [r for i, r in enumerate(raw) if i != greedy_index]
+    if not single_token and greedy_index is not None and sampled:
+        low, high = max(sampled) + min(sampled), sum(sampled)
+        raw[greedy_index] = min(max(raw[greedy_index], low), high)
+    total = sum(raw)
+    if total <= 0.0:
+        return [1.0 / len(raw)] * len(raw)
+    return [r / total for r in raw]
+
+
+def assign_priors(children: Sequence[Node], single_token: bool) -> None:
+    """Recompute sibling priors from their log-probabilities (after adding children too)."""
+    greedy = next((i for i, child in enumerate(children) if child.greedy), None)
+    priors = normalise_priors([child.log_prob for child in children], greedy, single_token)
+    for child, prior in zip(children, priors, strict=True):
+        child.prior = child.p = prior
+
+
+def mix_root_noise(children: Sequence[Node], weight: float, rng: random.Random) -> None:
+    """Set p = (1 - w)·prior + w·noise, noise uniform random and normalised.
+
+    Called whenever a node becomes the root (and when the root gains
+    children), so exploration at the decision point never collapses onto
+    the model's own favourite.
+    """
+    if not children:
+        return
+    noise = [rng.random() for _ in children]
+    total = sum(noise) or 1.0
+    for child, eta in zip(children, noise, strict=True):
+        child.p = (1.0 - weight) * child.prior + weight * eta / total
+
+
+def backup(path: Sequence[Node], value: float, bounds: ValueRange) -> None:
+    """Add ``value`` to every node on the path: running mean, no discount."""
+    for node in path:
+        node.add_value(value)
+        node.fn += 1
+    bounds.update(value)
+
+
+def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(torch.nn.functional.cosine_similarity(a, b, dim=0))
+
+
+def similarity_update(
+    path: Sequence[Node], value: float, threshold: float, weight: float
+) -> int:
+    """Share a visit with siblings whose embedding is close to a path node's.
+
+    Each sibling ``s`` of a path node ``x`` with cos(x, s) >= threshold gets a
+    fractional visit γ·sim carrying ``value``: text the model would say the
+    same way deserves the same verdict. Returns how many siblings were updated.
+    """
+    updated = 0
+    for node in path:
+        if node.parent is None or node.embedding is None:
+            continue
+        for sibling in node.parent.children:
+            if sibling is node or sibling.embedding is None:
+                continue
+            sim = cosine(node.embedding, sibling.embedding)
+            if sim >= threshold:
+                sibling.add_value(value, weight * sim)
+                updated += 1
+    return updated
+
+
+def children_alike(node: Node, set_length: int, threshold: float) -> bool:
+    """True when the children's embeddings barely vary (norm of variance < threshold·length)."""
+    embeddings = [child.embedding for child in node.children if child.embedding is not None]
+    if len(embeddings) < 2:
+        return True
+    variance = torch.stack(embeddings).var(dim=0, unbiased=False)
+    return float(variance.norm()) < threshold * set_length
+
+
+def needs_more_children(
+    node: Node, set_length: int, variance_threshold: float, max_children: int
+) -> bool:
+    """Dynamic node addition: all children visited, alike, all negative, room left."""
+    children = node.children
+    return (
+        bool(children)
+        and len(children) < max_children
+        and all(child.fn > 0 for child in children)
+        and all(child.q < 0 for child in children)
+        and children_alike(node, set_length, variance_threshold)
+    )
+
+
+def best_child(node: Node) -> Node:
+    """Most visits wins; ties go to the higher value."""
+    return max(node.children, key=lambda child: (child.n, child.q))
+
+
+def early_stop(root: Node, visits: int, value: float) -> bool:
+    """The most-visited child has more than ``visits`` real visits and q above ``value``."""
+    if not root.children:
+        return False
+    best = best_child(root)
+    return best.fn > visits and best.q > value
+
+
+def count_nodes(root: Node) -> int:
+    return sum(1 for _ in root.walk())

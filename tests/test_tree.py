@@ -1,0 +1,178 @@
+"""Tree arithmetic with exact numbers: no model involved."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+import torch
+
+from rain_search.tree import (
+    Node,
+    ValueRange,
+    assign_priors,
+    backup,
+    best_child,
+    children_alike,
+    early_stop,
+    mix_root_noise,
+    needs_more_children,
+    normalise_priors,
+    puct_score,
+    select_child,
+    similarity_update,
+)
+
+
+def family(*stats: tuple[float, float, float]) -> Node:
+    """A root whose children have the given (n, q, p)."""
+    root = Node(())
+    for i, (n, q, p) in enumerate(stats):
+        child = Node((i,), root, 1, prior=p, p=p, n=n, fn=int(n), q=q)
+        root.children.append(child)
+    root.n = sum(child.n for child in root.children)
+    return root
+
+
+def test_puct_score_formula() -> None:
+    root = family((3, 0.5, 0.2))
+    child = root.children[0]
+    # Q̂ = (0.5 + 1) / 2 = 0.75; U = 2 * 0.2 * sqrt(3) / (1 + 3)
+    assert puct_score(child, 3, 2.0, ValueRange()) == pytest.approx(0.75 + 0.4 * math.sqrt(3) / 4)
+
+
+def test_unvisited_child_has_zero_exploitation() -> None:
+    root = family((0, 0.9, 0.5))
+    assert puct_score(root.children[0], 4, 2.0, ValueRange()) == pytest.approx(2 * 0.5 * 2 / 1)
+
+
+def test_puct_order() -> None:
+    # n(parent)=4. Child 0: 0.5 + 2*.1*2/4 = 0.6; child 1: 0.25 + 2*.6*2/2 = 1.45;
+    # child 2 (unvisited): 0 + 2*.3*2/1 = 1.2.
+    root = family((3, 0.0, 0.1), (1, -0.5, 0.6), (0, 0.0, 0.3))
+    scores = [puct_score(c, root.n, 2.0, ValueRange()) for c in root.children]
+    assert scores == pytest.approx([0.6, 1.45, 1.2])
+    assert select_child(root, 2.0, ValueRange()) is root.children[1]
+    # With c = 0 pure exploitation wins.
+    assert select_child(root, 0.0, ValueRange()) is root.children[0]
+
+
+def test_value_range_widens_only() -> None:
+    bounds = ValueRange()
+    bounds.update(0.3)
+    assert (bounds.low, bounds.high) == (-1.0, 1.0)
+    bounds.update(-3.0)
+    assert bounds.normalise(1.0) == pytest.approx(1.0)
+    assert bounds.normalise(-1.0) == pytest.approx(0.5)
+
+
+def test_backup_running_mean_without_discount() -> None:
+    root = Node(())
+    child = Node((1,), root)
+    leaf = Node((2,), child)
+    path = [root, child, leaf]
+    bounds = ValueRange()
+    backup(path, 1.0, bounds)
+    backup(path[:2], -0.5, bounds)
+    backup(path, 0.25, bounds)
+    assert (root.n, root.fn, root.q) == (3, 3, pytest.approx((1.0 - 0.5 + 0.25) / 3))
+    assert (child.n, child.q) == (3, pytest.approx(0.75 / 3))
+    assert (leaf.n, leaf.fn, leaf.q) == (2, 2, pytest.approx(1.25 / 2))
+
+
+def test_similarity_update_fractional_visits() -> None:
+    root = Node(())
+    x = Node((1,), root, n=1, fn=1, q=1.0, embedding=torch.tensor([1.0, 0.0]))
+    close = Node((2,), root, n=2, fn=2, q=-1.0, embedding=torch.tensor([0.96, 0.28]))
+    far = Node((3,), root, n=1, fn=1, q=0.0, embedding=torch.tensor([0.0, 1.0]))
+    root.children = [x, close, far]
+    updated = similarity_update([x], 1.0, threshold=0.95, weight=0.2)
+    sim = 0.96 / math.hypot(0.96, 0.28)  # = 0.96
+    assert updated == 1
+    assert close.n == pytest.approx(2 + 0.2 * sim)
+    assert close.fn == 2  # real visits untouched
+    assert close.q == pytest.approx((-2 + 0.2 * sim) / (2 + 0.2 * sim))
+    assert (far.n, far.q) == (1, 0.0)
+    assert (x.n, x.q) == (1, 1.0)
+
+
+def test_embedding_running_mean() -> None:
+    node = Node(())
+    node.add_embedding(torch.tensor([1.0, 0.0]))
+    node.add_embedding(torch.tensor([0.0, 1.0]))
+    node.add_embedding(torch.tensor([0.0, 1.0]))
+    assert node.embedding.tolist() == pytest.approx([1 / 3, 2 / 3])
+
+
+def test_priors_greedy_clipped_into_sampled_range() -> None:
+    # Sampled raw probabilities 0.1, 0.2, 0.3: greedy must lie in [0.3+0.1, 0.6].
+    logs = [math.log(x) for x in (0.9, 0.1, 0.2, 0.3)]
+    priors = normalise_priors(logs, greedy_index=0, single_token=False)
+    assert priors == pytest.approx([0.6 / 1.2, 0.1 / 1.2, 0.2 / 1.2, 0.3 / 1.2])
+    logs[0] = math.log(0.01)
+    priors = normalise_priors(logs, greedy_index=0, single_token=False)
+    assert priors[0] == pytest.approx(0.4 / 1.0)
+    # Single-token sets: plain normalisation, no clipping.
+    assert normalise_priors(logs, 0, single_token=True) == pytest.approx(
+        [0.01 / 0.61, 0.1 / 0.61, 0.2 / 0.61, 0.3 / 0.61]
+    )
+
+
+def test_assign_priors_and_root_noise() -> None:
+    root = Node(())
+    root.children = [Node((i,), root, log_prob=math.log(p)) for i, p in enumerate((0.2, 0.6))]
+    assign_priors(root.children, single_token=True)
+    assert [c.prior for c in root.children] == pytest.approx([0.25, 0.75])
+    rng = random.Random(3)
+    expected_rng = random.Random(3)
+    noise = [expected_rng.random() for _ in range(2)]
+    mix_root_noise(root.children, 0.25, rng)
+    for child, eta in zip(root.children, noise, strict=True):
+        assert child.p == pytest.approx(0.75 * child.prior + 0.25 * eta / sum(noise))
+    assert sum(c.p for c in root.children) == pytest.approx(1.0)
+
+
+def test_dynamic_addition_triggers() -> None:
+    root = family((1, -0.5, 0.5), (1, -0.2, 0.5))
+    for child in root.children:
+        child.embedding = torch.tensor([1.0, 0.0])
+    assert children_alike(root, 2, 0.03)
+    assert needs_more_children(root, 2, 0.03, max_children=20)
+    # Not when the children are at the cap...
+    assert not needs_more_children(root, 2, 0.03, max_children=2)
+    # ...or when one is positive...
+    root.children[1].q = 0.1
+    assert not needs_more_children(root, 2, 0.03, max_children=20)
+    root.children[1].q = -0.1
+    # ...or unvisited...
+    root.children[1].fn = 0
+    assert not needs_more_children(root, 2, 0.03, max_children=20)
+    root.children[1].fn = 1
+    # ...or diverse: variance of [1,0] and [0,1] per dim is 0.25, norm 0.3536 >= 0.03 * 2.
+    root.children[1].embedding = torch.tensor([0.0, 1.0])
+    assert not needs_more_children(root, 2, 0.03, max_children=20)
+    # A long enough set makes the same spread count as alike: 0.3536 < 0.03 * 12.
+    assert needs_more_children(root, 12, 0.03, max_children=20)
+
+
+def test_best_child_by_visits_then_value() -> None:
+    root = family((3, 0.1, 0.3), (5, -0.2, 0.3), (5, 0.4, 0.4))
+    assert best_child(root) is root.children[2]
+
+
+def test_early_stop() -> None:
+    root = family((7, 0.85, 0.5), (2, 0.9, 0.5))
+    assert early_stop(root, visits=6, value=0.8)
+    assert not early_stop(root, visits=7, value=0.8)  # needs more than T_m visits
+    assert not early_stop(root, visits=6, value=0.85)  # needs q above V
+    assert not early_stop(Node(()), 6, 0.8)
+
+
+def test_path_from() -> None:
+    root = Node(())
+    a = Node((1,), root)
+    b = Node((2,), a)
+    assert b.path_from(root) == [a, b]
+    with pytest.raises(ValueError):
+        root.path_from(b)
