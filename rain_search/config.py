@@ -67,7 +67,9 @@ class RainConfig(BaseModel):
     dynamic_variance_threshold: float = Field(
         0.03, ge=0.0, le=10.0, description="Children count as alike below this x set length."
     )
-    max_children: int = Field(20, ge=1, le=256, description="No node grows past this many children.")
+    max_children: int = Field(
+        20, ge=1, le=256, description="No node grows past this many children."
+    )
     # Judging.
     votes: Literal["soft", "hard"] = Field(
         "soft", description="Combine the two label orders as probabilities or as +-1 votes."
@@ -88,7 +90,8 @@ class RainConfig(BaseModel):
     def _schedule_positive(cls, value: tuple[int, ...]) -> tuple[int, ...]:
         if not value or any(length < 1 for length in value):
             raise ValueError(
-                "token_set_schedule must be a non-empty list of positive lengths, e.g. [1, 2, 4, 10]"
+                "token_set_schedule must be a non-empty list of positive lengths, "
+                "e.g. [1, 2, 4, 10]"
             )
         return value
 
@@ -125,7 +128,7 @@ class RainConfig(BaseModel):
 
     @classmethod
     def create(cls, **values: Any) -> RainConfig:
-        """Build a config, turning pydantic's error into a :class:`ConfigError` that names fields."""
+        """Build a config; pydantic's error becomes a :class:`ConfigError` naming the fields."""
         try:
             return cls(**values)
         except ValidationError as exc:

@@ -101,7 +101,9 @@ class FunctionEvaluator(CachedEvaluator):
         scores = []
         for response in responses:
             try:
-                scores.append(self.fn(prompt, response) if self._takes_prompt else self.fn(response))
+                scores.append(
+                    self.fn(prompt, response) if self._takes_prompt else self.fn(response)
+                )
             except Exception as exc:  # the user's code: report it as theirs
                 raise EvaluatorError(f"{self.name} raised {type(exc).__name__}: {exc}") from exc
         return scores

@@ -103,8 +103,12 @@ class RainGenerator:
         prompt_ids, judge_prompt = self.encode(prompt, system)
         budget, warnings = self.fit_context(len(prompt_ids), config.max_new_tokens)
         search = TreeSearch(
-            self.backend, self.evaluator, self.embedder, config.merged(max_new_tokens=budget),
-            judge_prompt, on_step,
+            self.backend,
+            self.evaluator,
+            self.embedder,
+            config.merged(max_new_tokens=budget),
+            judge_prompt,
+            on_step,
         )
         result = search.run(prompt_ids)
         result.warnings.extend(warnings)
@@ -126,14 +130,25 @@ class RainGenerator:
         start, before = time.perf_counter(), self.backend.counters.copy()
         stops = Stops(self.backend, config.all_stops)
         token_ids = self.backend.vanilla(
-            prompt_ids, budget, make_generator(seed, self.backend.device),
-            do_sample=do_sample, temperature=config.temperature, top_k=config.top_k,
+            prompt_ids,
+            budget,
+            make_generator(seed, self.backend.device),
+            do_sample=do_sample,
+            temperature=config.temperature,
+            top_k=config.top_k,
             should_stop=stops.found,
         )
         text, finish = stops.finish(token_ids, self.backend.eos_token_ids, budget)
         return RainResult(
-            text, token_ids, len(prompt_ids), finish, "vanilla",
-            self.backend.counters - before, time.perf_counter() - start, seed, warnings=warnings,
+            text,
+            token_ids,
+            len(prompt_ids),
+            finish,
+            "vanilla",
+            self.backend.counters - before,
+            time.perf_counter() - start,
+            seed,
+            warnings=warnings,
         )
 
     def encode(self, prompt: Prompt, system: str | None) -> tuple[list[int], str]:
@@ -155,8 +170,10 @@ class RainGenerator:
                 f"{window}; shorten the prompt"
             )
         budget = window - prompt_tokens
-        return budget, [f"max_new_tokens lowered from {max_new_tokens} to {budget} to fit the "
-                        f"model's {window}-token context window"]
+        return budget, [
+            f"max_new_tokens lowered from {max_new_tokens} to {budget} to fit the "
+            f"model's {window}-token context window"
+        ]
 
 
 class TreeSearch:
@@ -197,22 +214,43 @@ class TreeSearch:
             inherited, fresh, stopped_early = root.fn, *self.search(root)
             child = best_child(root)
             self.answer.extend(child.token_ids)
-            text, finish = self.stops.finish(self.answer, self.backend.eos_token_ids,
-                                             self.config.max_new_tokens)
+            text, finish = self.stops.finish(
+                self.answer, self.backend.eos_token_ids, self.config.max_new_tokens
+            )
             cost = self.counters() - step_before
-            steps.append(StepStats(
-                len(steps), text[len(shown):], child.token_ids, fresh, inherited,
-                self.nodes_expanded, cost.forward_calls, cost.tokens_processed,
-                cost.evaluator_calls, cost.cache_hits, child.n, child.q, stopped_early,
-                count_nodes(root), time.perf_counter() - step_start,
-            ))
+            steps.append(
+                StepStats(
+                    len(steps),
+                    text[len(shown) :],
+                    child.token_ids,
+                    fresh,
+                    inherited,
+                    self.nodes_expanded,
+                    cost.forward_calls,
+                    cost.tokens_processed,
+                    cost.evaluator_calls,
+                    cost.cache_hits,
+                    child.n,
+                    child.q,
+                    stopped_early,
+                    count_nodes(root),
+                    time.perf_counter() - step_start,
+                )
+            )
             self.nodes_expanded, shown = 0, text
             if self.on_step is not None:
                 self.on_step(steps[-1])
             if child.terminal:
                 return RainResult(
-                    text, list(self.answer), len(prompt_ids), child.finish or finish, "rain",
-                    self.counters() - before, time.perf_counter() - start, self.seed, steps,
+                    text,
+                    list(self.answer),
+                    len(prompt_ids),
+                    child.finish or finish,
+                    "rain",
+                    self.counters() - before,
+                    time.perf_counter() - start,
+                    self.seed,
+                    steps,
                 )
             root = self.commit(root, child)
 
@@ -255,8 +293,9 @@ class TreeSearch:
         )
         self.embed(nodes, rollout)
         backup(path, value, self.bounds)
-        similarity_update(nodes, value, self.config.similarity_threshold,
-                          self.config.similarity_weight)
+        similarity_update(
+            nodes, value, self.config.similarity_threshold, self.config.similarity_weight
+        )
 
     def expand(self, path: list[Node]) -> tuple[int, ...]:
         """Give the leaf its children and roll one sample on to the next punctuation.
@@ -307,12 +346,21 @@ class TreeSearch:
         parent = path[-1]
         prefix = self.answer + self.tokens_of(path[1:])
         for proposal in proposals:
-            parent.children.append(Node(
-                proposal.token_ids, parent, parent.depth + 1, log_prob=proposal.log_prob,
-                greedy=proposal.greedy, state=proposal.state,
-                finish=self.stops.reason(prefix + list(proposal.token_ids),
-                                         self.backend.eos_token_ids, self.config.max_new_tokens),
-            ))
+            parent.children.append(
+                Node(
+                    proposal.token_ids,
+                    parent,
+                    parent.depth + 1,
+                    log_prob=proposal.log_prob,
+                    greedy=proposal.greedy,
+                    state=proposal.state,
+                    finish=self.stops.reason(
+                        prefix + list(proposal.token_ids),
+                        self.backend.eos_token_ids,
+                        self.config.max_new_tokens,
+                    ),
+                )
+            )
         self.nodes_expanded += 1
         assign_priors(parent.children, single)
         if parent.parent is None:
@@ -391,9 +439,7 @@ def resolve_config(config: RainConfig | str | None) -> RainConfig:
         return RainConfig.preset(config)
     if isinstance(config, RainConfig):
         return config
-    raise ConfigError(
-        f"config must be a RainConfig or a preset name, got {type(config).__name__}"
-    )
+    raise ConfigError(f"config must be a RainConfig or a preset name, got {type(config).__name__}")
 
 
 def last_user_message(messages: Sequence[Mapping[str, str]]) -> str:

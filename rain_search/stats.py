@@ -25,7 +25,11 @@ class Counters:
         return Counters(**asdict(self))
 
     def __add__(self, other: Counters) -> Counters:
-        return Counters(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)})
+        return Counters(
+            **{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)}
+        )
 
     def __sub__(self, other: Counters) -> Counters:
-        return Counters(**{f.name: getattr(self, f.name) - getattr(other, f.name) for f in fields(self)})
+        return Counters(
+            **{f.name: getattr(self, f.name) - getattr(other, f.name) for f in fields(self)}
+        )

@@ -164,9 +164,7 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(torch.nn.functional.cosine_similarity(a, b, dim=0))
 
 
-def similarity_update(
-    path: Sequence[Node], value: float, threshold: float, weight: float
-) -> int:
+def similarity_update(path: Sequence[Node], value: float, threshold: float, weight: float) -> int:
     """Share a visit with siblings whose embedding is close to a path node's.
 
     Each sibling ``s`` of a path node ``x`` with cos(x, s) >= threshold gets a

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
-from rain_search.backends.base import PUNCTUATION, Expansion, ExpandRequest, Proposal
+from rain_search.backends.base import PUNCTUATION, ExpandRequest, Expansion, Proposal
 from rain_search.stats import Counters
 
 KV = tuple[tuple[torch.Tensor, torch.Tensor], ...]
@@ -52,8 +52,10 @@ def make_cache(kv: KV, batch: int) -> DynamicCache:
 def cache_rows(cache: DynamicCache, row: int, start: int, stop: int) -> KV:
     """Copy of one row's cache over token positions [start, stop)."""
     return tuple(
-        (layer.keys[row : row + 1, :, start:stop].clone(),
-         layer.values[row : row + 1, :, start:stop].clone())
+        (
+            layer.keys[row : row + 1, :, start:stop].clone(),
+            layer.values[row : row + 1, :, start:stop].clone(),
+        )
         for layer in cache.layers
     )
 
@@ -148,9 +150,9 @@ class HFBackend:
                     log_probs[-1:], 0, request.rollout_temperature, generator
                 )[0]
             if step < length:
-                sums[:n_children] += log_probs[:n_children].gather(
-                    -1, chosen[:n_children, None]
-                ).squeeze(-1)
+                sums[:n_children] += (
+                    log_probs[:n_children].gather(-1, chosen[:n_children, None]).squeeze(-1)
+                )
                 for row in range(n_children):
                     tokens[row].append(int(chosen[row]))
             if not rollout_done:
@@ -173,9 +175,7 @@ class HFBackend:
             Proposal(tuple(tokens[row]), float(sums[row]), greedy_rows[row], states[row])
             for row in range(n_children)
         ]
-        return Expansion(
-            self._distinct(proposals, request), tuple(tokens[-1]) if rollout else ()
-        )
+        return Expansion(self._distinct(proposals, request), tuple(tokens[-1]) if rollout else ())
 
     def _first_tokens(
         self, log_probs: torch.Tensor, request: ExpandRequest, generator: torch.Generator

@@ -88,7 +88,9 @@ class HFJudge:
         good_probs: list[float] = []
         for start in range(0, len(rows), self.batch_size):
             good_probs.extend(self._good_probabilities(rows[start : start + self.batch_size]))
-        return [self._combine(good_probs[i], good_probs[i + 1]) for i in range(0, len(good_probs), 2)]
+        return [
+            self._combine(good_probs[i], good_probs[i + 1]) for i in range(0, len(good_probs), 2)
+        ]
 
     @torch.inference_mode()
     def _good_probabilities(self, rows: list[list[int]]) -> list[float]:
@@ -105,7 +107,9 @@ class HFJudge:
         self.counters.count_forward(len(rows), width)
         logits = self.model(input_ids=ids, past_key_values=cache, use_cache=True).logits
         last = torch.tensor([len(row) - 1 for row in rows], device=self.device)
-        label_logits = logits[torch.arange(len(rows), device=self.device), last][:, list(self.label_ids)]
+        label_logits = logits[torch.arange(len(rows), device=self.device), last][
+            :, list(self.label_ids)
+        ]
         first_label = label_logits.float().softmax(-1)[:, 0].tolist()
         # Row 2i puts the good option first (label 0), row 2i+1 second (label 1).
         return [p if i % 2 == 0 else 1.0 - p for i, p in enumerate(first_label)]

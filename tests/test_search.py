@@ -1,0 +1,179 @@
+"""The search loop on a scripted fake backend: behaviour with exact counts, no model."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+import torch
+
+from rain_search.backends.base import ExpandRequest, Expansion, Proposal
+from rain_search.config import RainConfig
+from rain_search.evaluators import FunctionEvaluator
+from rain_search.search import TreeSearch
+from rain_search.stats import Counters
+from rain_search.tree import Node
+
+WORDS = ["<eos>", "good", "bad", "fine", "nice", "kind", "."]
+EOS, GOOD, BAD = 0, 1, 2
+# The fake model's favourite token is "bad": vanilla decoding would say it.
+RANKING = [BAD, GOOD, 3, 4, 5, 6]
+
+
+class FakeBackend:
+    """Tokens are words; the greedy continuation is always "bad"; states are token tuples."""
+
+    def __init__(self, eos_after: int | None = None) -> None:
+        self.counters = Counters()
+        self.eos_token_ids = frozenset({EOS})
+        self.eos_after = eos_after
+        self.requests: list[ExpandRequest] = []
+
+    def start(self, prompt_ids: Sequence[int]) -> tuple[int, ...]:
+        self.counters.count_forward(1, len(prompt_ids))
+        return ()
+
+    def advance(self, root: tuple[int, ...], child: tuple[int, ...]) -> tuple[int, ...]:
+        return root + child
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return " ".join(WORDS[t] for t in token_ids if t != EOS)
+
+    def expand(
+        self, path: Sequence[tuple[int, ...]], request: ExpandRequest, generator: torch.Generator
+    ) -> Expansion:
+        self.requests.append(request)
+        prefix = tuple(t for state in path for t in state)
+        rows: list[tuple[tuple[int, ...], bool]] = []
+        if request.mode == "top":
+            excluded = {ids[0] for ids in request.exclude}
+            rows = [((t,), False) for t in RANKING if t not in excluded][: request.count]
+        else:
+            if request.greedy:
+                rows.append(((BAD,) * request.length, True))
+            for _ in range(request.count):
+                picks = torch.randint(1, len(RANKING), (request.length,), generator=generator)
+                rows.append((tuple(RANKING[int(i)] for i in picks), False))
+        if self.eos_after is not None and len(prefix) >= self.eos_after:
+            rows = [((EOS,), False)]
+        proposals, seen = [], set(request.exclude)
+        for rank, (ids, greedy) in enumerate(rows):
+            if ids not in seen:
+                seen.add(ids)
+                proposals.append(Proposal(ids, -1.0 - rank, greedy, prefix + ids))
+            self.counters.count_forward(len(rows), 1)
+        rollout = (GOOD,) if request.rollout_tokens else ()
+        return Expansion(proposals, rollout)
+
+
+class WordEmbedder:
+    """Bag of words: texts with the same words are identical."""
+
+    def embed(self, texts: Sequence[str]) -> torch.Tensor:
+        out = torch.zeros(len(texts), len(WORDS))
+        for row, text in enumerate(texts):
+            for word in text.split():
+                out[row, WORDS.index(word)] += 1
+        return torch.nn.functional.normalize(out + 1e-6, dim=-1)
+
+
+def penalise_bad(text: str) -> float:
+    return -1.0 if "bad" in text.split() else 1.0
+
+
+def run(config: RainConfig, evaluator=penalise_bad, backend=None, on_step=None):
+    backend = backend or FakeBackend()
+    search = TreeSearch(
+        backend, FunctionEvaluator(evaluator), WordEmbedder(), config, "prompt", on_step
+    )
+    return search, search.run([7, 7, 7])
+
+
+def test_never_commits_penalised_branch() -> None:
+    config = RainConfig(max_new_tokens=30, seed=1)
+    _, result = run(config)
+    assert BAD not in result.token_ids
+    assert "bad" not in result.text
+    assert result.completion_tokens == 30
+    assert result.finish_reason == "length"
+    # The token-set schedule: 1, 2, 4, then 10s, cut to the budget.
+    assert [len(step.token_ids) for step in result.steps] == [1, 2, 4, 10, 10, 3]
+
+
+def test_same_seed_same_output_and_different_seed_differs() -> None:
+    config = RainConfig(max_new_tokens=17, seed=5)
+    first = run(config)[1]
+    again = run(config)[1]
+    other = run(config.merged(seed=6))[1]
+    assert first.token_ids == again.token_ids
+    assert first.stats["forward_calls"] == again.stats["forward_calls"]
+    assert first.token_ids != other.token_ids
+
+
+def test_budget_counts_inherited_visits() -> None:
+    # Value 0 never passes V=0.8, so no early stop: each step runs max(15, 50 - inherited).
+    config = RainConfig(max_new_tokens=17, similarity_weight=0.0)
+    _, result = run(config, evaluator=lambda text: 0.0)
+    assert result.steps[0].inherited_visits == 0
+    assert result.steps[0].iterations == 50
+    for before, after in zip(result.steps, result.steps[1:], strict=False):
+        assert after.inherited_visits == before.visits  # the committed child's subtree is kept
+        assert after.iterations == max(15, 50 - after.inherited_visits)
+
+
+def test_early_stop_after_min_fresh_iterations() -> None:
+    config = RainConfig(max_new_tokens=3)
+    _, result = run(config, evaluator=lambda text: 1.0)
+    first = result.steps[0]
+    assert first.early_stopped
+    assert first.iterations == 15
+    assert first.value == pytest.approx(1.0)
+
+
+def test_dynamic_addition_widens_a_hopeless_node() -> None:
+    # Every child scores -1 and the 1-token children only differ by one word, so the
+    # root must gain candidates, one top token at a time, up to max_children.
+    config = RainConfig(max_new_tokens=1, num_children=3, max_children=5)
+    backend = FakeBackend()
+    search = TreeSearch(
+        backend, FunctionEvaluator(lambda t: -1.0), ConstantEmbedder(), config, "prompt"
+    )
+    root = Node((), state=backend.start([1]))
+    search.search(root)
+    additions = [r for r in backend.requests if r.exclude]
+    assert [len(r.exclude) for r in additions] == [3, 4]
+    assert [c.token_ids for c in root.children] == [(BAD,), (GOOD,), (3,), (4,), (5,)]
+
+
+class ConstantEmbedder:
+    def embed(self, texts: Sequence[str]) -> torch.Tensor:
+        return torch.ones(len(texts), 2) / 2**0.5
+
+
+def test_eos_finishes_and_stop_sequences_cut() -> None:
+    config = RainConfig(max_new_tokens=50)
+    _, result = run(config, backend=FakeBackend(eos_after=3))
+    assert result.finish_reason == "eos"
+    assert result.token_ids[-1] == EOS
+    # With "bad" penalised the search commits sampled sets of other words, which
+    # contain "nice" sooner or later: the answer ends there, cut before it.
+    _, stopped = run(RainConfig(max_new_tokens=50, stop_sequences=("nice",)))
+    assert stopped.finish_reason == "stop"
+    assert 4 in stopped.token_ids
+    assert "nice" not in stopped.text
+
+
+def test_stream_callback_reassembles_text() -> None:
+    pieces: list[str] = []
+    _, result = run(RainConfig(max_new_tokens=12), on_step=lambda s: pieces.append(s.text))
+    assert "".join(pieces) == result.text
+    assert len(pieces) == len(result.steps)
+
+
+def test_first_expansion_is_top_tokens_then_sampled_sets() -> None:
+    backend = FakeBackend()
+    run(RainConfig(max_new_tokens=3), backend=backend)
+    first = backend.requests[0]
+    assert (first.mode, first.length, first.count, first.greedy) == ("top", 1, 10, False)
+    second = next(r for r in backend.requests if r.length == 2)
+    assert (second.mode, second.count, second.greedy, second.top_k) == ("sample", 9, True, 15)
