@@ -24,6 +24,7 @@ EVALUATOR_HELP = (
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    quiet_libraries()
     try:
         return args.run(args)
     except RainError as exc:
@@ -32,6 +33,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("rain: interrupted", file=sys.stderr)
         return 130
+
+
+def quiet_libraries() -> None:
+    """Our own progress lines replace the libraries' bars and notices on stderr."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
 
 
 def build_parser() -> argparse.ArgumentParser:

