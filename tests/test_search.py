@@ -12,7 +12,7 @@ from rain_search.config import RainConfig
 from rain_search.evaluators import FunctionEvaluator
 from rain_search.search import TreeSearch
 from rain_search.stats import Counters
-from rain_search.tree import Node
+from rain_search.tree import Node, best_child
 
 WORDS = ["<eos>", "good", "bad", "fine", "nice", "kind", "."]
 EOS, GOOD, BAD = 0, 1, 2
@@ -177,3 +177,26 @@ def test_first_expansion_is_top_tokens_then_sampled_sets() -> None:
     assert (first.mode, first.length, first.count, first.greedy) == ("top", 1, 10, False)
     second = next(r for r in backend.requests if r.length == 2)
     assert (second.mode, second.count, second.greedy, second.top_k) == ("sample", 9, True, 15)
+
+
+def test_commit_keeps_the_chosen_subtree_and_drops_siblings() -> None:
+    backend = FakeBackend()
+    search = TreeSearch(
+        backend, FunctionEvaluator(penalise_bad), WordEmbedder(), RainConfig(seed=2), "prompt"
+    )
+    root = Node((), state=backend.start([1]))
+    search.search(root)
+    chosen = best_child(root)
+    kept = {id(node): (node.n, node.q) for node in chosen.walk()}
+    grandchildren = list(chosen.children)
+    new_root = search.commit(root, chosen)
+    assert new_root is chosen and new_root.parent is None
+    assert root.children == []  # the siblings' subtrees are released
+    assert {id(node): (node.n, node.q) for node in new_root.walk()} == kept
+    assert new_root.children == grandchildren and len(grandchildren) > 0
+    assert new_root.state == chosen.token_ids  # the fake backend's state: the committed tokens
+    # Root noise is re-mixed at the new root: p = 0.75 prior + 0.25 noise, noise summing to 1.
+    assert sum(child.p for child in new_root.children) == pytest.approx(1.0)
+    for child in new_root.children:
+        assert 0.75 * child.prior <= child.p <= 0.75 * child.prior + 0.25
+    assert any(child.p != pytest.approx(child.prior) for child in new_root.children)

@@ -97,7 +97,9 @@ class HFBackend:
     def forward(self, input_ids: torch.Tensor, cache: DynamicCache) -> torch.Tensor:
         """Feed (batch, tokens) on top of ``cache``; log-probs after the last token."""
         self.counters.count_forward(*input_ids.shape)
-        out = self.model(input_ids=input_ids, past_key_values=cache, use_cache=True)
+        out = self.model(
+            input_ids=input_ids, past_key_values=cache, use_cache=True, logits_to_keep=1
+        )
         return out.logits[:, -1].float().log_softmax(-1)
 
     def start(self, prompt_ids: Sequence[int]) -> NodeState:

@@ -71,7 +71,11 @@ class HFJudge:
             ids = self.tokenizer.encode(self.template.fixed_text(), add_special_tokens=True)
             cache = DynamicCache()
             self.counters.count_forward(1, len(ids))
-            self.model(input_ids=torch.tensor([ids], device=self.device), past_key_values=cache)
+            self.model(
+                input_ids=torch.tensor([ids], device=self.device),
+                past_key_values=cache,
+                logits_to_keep=1,
+            )
             self._fixed = cache_rows(cache, 0, 0, len(ids))
         return self._fixed
 
@@ -105,11 +109,12 @@ class HFJudge:
         ids = torch.tensor([row + [pad] * (width - len(row)) for row in rows], device=self.device)
         cache = make_cache(self.fixed_cache(), len(rows))
         self.counters.count_forward(len(rows), width)
-        logits = self.model(input_ids=ids, past_key_values=cache, use_cache=True).logits
-        last = torch.tensor([len(row) - 1 for row in rows], device=self.device)
-        label_logits = logits[torch.arange(len(rows), device=self.device), last][
-            :, list(self.label_ids)
-        ]
+        last = torch.tensor([[len(row) - 1] for row in rows], device=self.device)
+        # Project only each row's last position onto the vocabulary.
+        logits = self.model(
+            input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=last
+        ).logits[:, 0]
+        label_logits = logits[:, list(self.label_ids)]
         first_label = label_logits.float().softmax(-1)[:, 0].tolist()
         # Row 2i puts the good option first (label 0), row 2i+1 second (label 1).
         return [p if i % 2 == 0 else 1.0 - p for i, p in enumerate(first_label)]
