@@ -106,6 +106,7 @@ def run_generate(args: argparse.Namespace) -> int:
 
 def run_compare(args: argparse.Namespace) -> int:
     generator = make_generator(args)
+    generator.warm_up()  # one-off costs would otherwise count against whichever runs first
     vanilla = generator.vanilla(args.prompt, system=args.system)
     rain = generator.generate(args.prompt, system=args.system, on_step=progress(args))
     ratio = rain.wall_time / max(vanilla.wall_time, 1e-9)

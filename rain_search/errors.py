@@ -30,3 +30,7 @@ class PromptError(RainError, ValueError):
 
 class EvaluatorError(RainError):
     """An evaluator failed or returned something other than a score in [-1, 1]."""
+
+
+class Cancelled(RainError):
+    """The caller cancelled the generation (a closed stream, a cancelled task)."""

@@ -123,6 +123,11 @@ class TemplateEvaluator(CachedEvaluator):
         """Attach the judging model; checks the option labels against its tokenizer now."""
         self._judge = HFJudge(model, tokenizer, self.template, self.counters, votes=self.votes)
 
+    def warm_up(self) -> None:
+        """Encode the template's fixed part now rather than on the first judgment."""
+        if self._judge is not None:
+            self._judge.fixed_cache()
+
     def score_uncached(self, prompt: str, responses: Sequence[str]) -> list[float]:
         if self._judge is None:
             raise EvaluatorError(

@@ -10,8 +10,9 @@ commits the most visited child, keeping its subtree for the next step.
 from __future__ import annotations
 
 import random
+import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -21,8 +22,14 @@ from rain_search.backends.base import PUNCTUATION, Backend, ExpandRequest
 from rain_search.backends.hf import HFBackend
 from rain_search.config import RainConfig
 from rain_search.embeddings import Embedder, make_embedder
-from rain_search.errors import ConfigError, PromptError
-from rain_search.evaluators import Evaluator, SelfEvaluator, check_score, make_evaluator
+from rain_search.errors import Cancelled, ConfigError, PromptError
+from rain_search.evaluators import (
+    Evaluator,
+    SelfEvaluator,
+    TemplateEvaluator,
+    check_score,
+    make_evaluator,
+)
 from rain_search.models import context_window, format_prompt, load_model
 from rain_search.result import FinishReason, RainResult, StepStats
 from rain_search.stats import Counters
@@ -71,6 +78,8 @@ class RainGenerator:
         if isinstance(self.evaluator, SelfEvaluator):
             self.evaluator.bind(model, tokenizer)
         self.embedder = make_embedder(embedder, model=model, tokenizer=tokenizer)
+        # One search at a time per generator: they share the model's counters.
+        self._lock = threading.RLock()
 
     @classmethod
     def from_pretrained(
@@ -99,6 +108,20 @@ class RainGenerator:
         Keyword overrides change configuration fields for this call only,
         e.g. ``generate(prompt, max_new_tokens=32, seed=7)``.
         """
+        stream = self.stream(prompt, system=system, **overrides)
+        for step in stream:
+            if on_step is not None:
+                on_step(step)
+        return stream.result
+
+    def stream(self, prompt: Prompt, *, system: str | None = None, **overrides: Any) -> RainStream:
+        """Like :meth:`generate`, but yields each committed step as it is committed.
+
+        The prompt and configuration are checked before this returns. Breaking
+        out of the loop, or calling ``cancel()`` from another thread, stops
+        the search; ``result`` holds the :class:`RainResult` once the stream is
+        exhausted.
+        """
         config = self.config.merged(**overrides) if overrides else self.config
         prompt_ids, judge_prompt = self.encode(prompt, system)
         budget, warnings = self.fit_context(len(prompt_ids), config.max_new_tokens)
@@ -108,11 +131,21 @@ class RainGenerator:
             self.embedder,
             config.merged(max_new_tokens=budget),
             judge_prompt,
-            on_step,
         )
-        result = search.run(prompt_ids)
-        result.warnings.extend(warnings)
-        return result
+        return RainStream(search, prompt_ids, warnings, self._lock)
+
+    def warm_up(self) -> None:
+        """Pay one-off costs now, so the first answer is not slower than the rest.
+
+        Loads the embedder, encodes the judge template's fixed part, builds the
+        punctuation table and runs the model once; useful before timing runs or
+        in a server before the first request.
+        """
+        self.backend.is_punctuation(0)
+        self.embedder.embed(["warm up"])
+        if isinstance(self.evaluator, TemplateEvaluator):
+            self.evaluator.warm_up()
+        self.vanilla("Hi", max_new_tokens=2)
 
     def vanilla(
         self,
@@ -186,14 +219,14 @@ class TreeSearch:
         embedder: Embedder,
         config: RainConfig,
         prompt: str,
-        on_step: StepCallback | None = None,
     ) -> None:
         self.backend = backend
         self.evaluator = evaluator
         self.embedder = embedder
         self.config = config
         self.prompt = prompt
-        self.on_step = on_step
+        self.cancelled: Callable[[], bool] = lambda: False
+        self.result: RainResult | None = None
         self.seed = draw_seed(config.seed)
         self.rng = random.Random(self.seed)
         self.generator = make_generator(self.seed, getattr(backend, "device", "cpu"))
@@ -205,6 +238,17 @@ class TreeSearch:
     # -- outer loop: search, commit, repeat ---------------------------------------
 
     def run(self, prompt_ids: Sequence[int]) -> RainResult:
+        """The whole answer; :meth:`steps` gives it step by step."""
+        for _ in self.steps(prompt_ids):
+            pass
+        assert self.result is not None
+        return self.result
+
+    def steps(self, prompt_ids: Sequence[int]) -> Iterator[StepStats]:
+        """Search and commit until the answer ends, yielding each committed step.
+
+        When the generator is exhausted, ``self.result`` holds the answer.
+        """
         start, before = time.perf_counter(), self.counters()
         root = Node((), state=self.backend.start(prompt_ids))
         steps: list[StepStats] = []
@@ -238,10 +282,9 @@ class TreeSearch:
                 )
             )
             self.nodes_expanded, shown = 0, text
-            if self.on_step is not None:
-                self.on_step(steps[-1])
+            yield steps[-1]
             if child.terminal:
-                return RainResult(
+                self.result = RainResult(
                     text,
                     list(self.answer),
                     len(prompt_ids),
@@ -252,6 +295,7 @@ class TreeSearch:
                     self.seed,
                     steps,
                 )
+                return
             root = self.commit(root, child)
 
     def search(self, root: Node) -> tuple[int, bool]:
@@ -266,6 +310,8 @@ class TreeSearch:
                 root, config.early_stop_visits, config.early_stop_value
             ):
                 return fresh, True
+            if self.cancelled():
+                raise Cancelled("the generation was cancelled")
             self.iterate(root)
             fresh += 1
         return fresh, False
@@ -394,6 +440,51 @@ class TreeSearch:
 
     def counters(self) -> Counters:
         return self.backend.counters + self.evaluator.counters
+
+
+class RainStream:
+    """Committed steps of one generation as they happen; ``result`` at the end."""
+
+    def __init__(
+        self,
+        search: TreeSearch,
+        prompt_ids: Sequence[int],
+        warnings: list[str],
+        lock: threading.RLock,
+    ) -> None:
+        self._search = search
+        self._steps = self._locked(search, prompt_ids, lock)
+        self._warnings = warnings
+        self._cancel = threading.Event()
+        search.cancelled = self._cancel.is_set
+        self.result: RainResult | None = None
+
+    @staticmethod
+    def _locked(
+        search: TreeSearch, prompt_ids: Sequence[int], lock: threading.RLock
+    ) -> Iterator[StepStats]:
+        with lock:
+            yield from search.steps(prompt_ids)
+
+    def __iter__(self) -> RainStream:
+        return self
+
+    def __next__(self) -> StepStats:
+        try:
+            return next(self._steps)
+        except StopIteration:
+            self.result = self._search.result
+            assert self.result is not None
+            self.result.warnings.extend(self._warnings)
+            raise
+
+    def cancel(self) -> None:
+        """Stop the search at its next iteration (safe to call from another thread)."""
+        self._cancel.set()
+
+    def close(self) -> None:
+        """Stop now and release the search tree and its caches."""
+        self._steps.close()
 
 
 class Stops:

@@ -9,6 +9,7 @@ import torch
 
 from rain_search.backends.base import ExpandRequest, Expansion, Proposal
 from rain_search.config import RainConfig
+from rain_search.errors import Cancelled
 from rain_search.evaluators import FunctionEvaluator
 from rain_search.search import TreeSearch
 from rain_search.stats import Counters
@@ -83,10 +84,11 @@ def penalise_bad(text: str) -> float:
 
 def run(config: RainConfig, evaluator=penalise_bad, backend=None, on_step=None):
     backend = backend or FakeBackend()
-    search = TreeSearch(
-        backend, FunctionEvaluator(evaluator), WordEmbedder(), config, "prompt", on_step
-    )
-    return search, search.run([7, 7, 7])
+    search = TreeSearch(backend, FunctionEvaluator(evaluator), WordEmbedder(), config, "prompt")
+    for step in search.steps([7, 7, 7]):
+        if on_step is not None:
+            on_step(step)
+    return search, search.result
 
 
 def test_never_commits_penalised_branch() -> None:
@@ -200,3 +202,13 @@ def test_commit_keeps_the_chosen_subtree_and_drops_siblings() -> None:
     for child in new_root.children:
         assert 0.75 * child.prior <= child.p <= 0.75 * child.prior + 0.25
     assert any(child.p != pytest.approx(child.prior) for child in new_root.children)
+
+
+def test_cancelled_search_raises_between_iterations() -> None:
+    backend = FakeBackend()
+    search = TreeSearch(backend, FunctionEvaluator(penalise_bad), WordEmbedder(), RainConfig(), "p")
+    calls = []
+    search.cancelled = lambda: calls.append(1) or len(calls) > 3
+    with pytest.raises(Cancelled, match="cancelled"):
+        search.run([1])
+    assert len(backend.requests) == 3  # three iterations ran, the fourth never started

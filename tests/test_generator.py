@@ -1,0 +1,66 @@
+"""RainGenerator on a tiny random Llama: streaming, cancellation, warm-up, vanilla."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from rain_search.errors import Cancelled
+from rain_search.search import RainGenerator
+
+
+@pytest.fixture
+def generator(tiny_llama) -> RainGenerator:
+    model, tokenizer = tiny_llama
+    return RainGenerator(
+        model,
+        tokenizer,
+        "fast",
+        evaluator=lambda text: -1.0 if "e" in text else 1.0,
+        embedder="hidden",
+    )
+
+
+def test_stream_yields_the_steps_of_generate(generator) -> None:
+    whole = generator.generate("Tell me a story.", max_new_tokens=12, seed=1)
+    stream = generator.stream("Tell me a story.", max_new_tokens=12, seed=1)
+    steps = list(stream)
+    assert "".join(step.text for step in steps) == whole.text
+    assert stream.result is not None and stream.result.token_ids == whole.token_ids
+    assert [s.token_ids for s in steps] == [s.token_ids for s in whole.steps]
+
+
+def test_breaking_out_of_a_stream_frees_the_generator(generator) -> None:
+    stream = generator.stream("Tell me a story.", max_new_tokens=30)
+    next(stream)
+    stream.close()
+    assert stream.result is None
+    # The lock was released: another call in another thread runs to the end.
+    done = []
+    worker = threading.Thread(
+        target=lambda: done.append(generator.generate("Hi", max_new_tokens=3))
+    )
+    worker.start()
+    worker.join(timeout=60)
+    assert done and 1 <= done[0].completion_tokens <= 3
+
+
+def test_cancel_from_another_thread_stops_the_search(generator) -> None:
+    stream = generator.stream("Tell me a story.", max_new_tokens=30)
+    next(stream)
+    stream.cancel()
+    with pytest.raises(Cancelled):
+        list(stream)
+
+
+def test_prompt_errors_surface_when_the_stream_is_created(generator) -> None:
+    with pytest.raises(ValueError, match="prompt is empty"):
+        generator.stream(" ")
+
+
+def test_vanilla_and_warm_up(generator) -> None:
+    generator.warm_up()
+    result = generator.vanilla("Hello", max_new_tokens=5)
+    assert result.mode == "vanilla" and result.completion_tokens <= 5
+    assert result.stats["forward_calls"] == result.completion_tokens  # prompt, then 1 per token
