@@ -9,10 +9,11 @@ commits the most visited child, keeping its subtree for the next step.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -477,6 +478,20 @@ class RainStream:
             assert self.result is not None
             self.result.warnings.extend(self._warnings)
             raise
+
+    async def __aiter__(self) -> AsyncIterator[StepStats]:
+        """Each step is searched in a worker thread, so the event loop never blocks.
+
+        Cancelling the consuming task (or leaving the loop) cancels the search,
+        which stops at its next iteration and releases its caches.
+        """
+        loop = asyncio.get_running_loop()
+        done = object()
+        try:
+            while (step := await loop.run_in_executor(None, next, self, done)) is not done:
+                yield step
+        finally:
+            self.cancel()
 
     def cancel(self) -> None:
         """Stop the search at its next iteration (safe to call from another thread)."""

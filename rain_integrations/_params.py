@@ -1,0 +1,148 @@
+"""What every RAIN adapter is configured with, and how it turns into a generator.
+
+Both the LangChain and the LlamaIndex adapters are pydantic models; they
+inherit these fields, so the two share defaults (the embedded model, the
+``paper`` preset, the ``harmless`` template) and accept a template, evaluator
+or configuration override the same way. Nothing here imports a framework.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+
+from rain_search.config import RainConfig
+from rain_search.errors import ConfigError
+from rain_search.result import RainResult
+from rain_search.templates import EvalTemplate, load_template
+
+CONFIG_FIELDS = frozenset(RainConfig.model_fields)
+CALL_OPTIONS = frozenset({"system"})
+
+
+class RainParams(BaseModel):
+    """Model, search configuration and judge of a RAIN adapter.
+
+    Any :class:`~rain_search.RainConfig` field may also be given directly,
+    e.g. ``max_new_tokens=64``; it is folded into ``config`` and validated.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, protected_namespaces=())
+
+    model_id: str | None = Field(
+        default=None,
+        description="HF model id, local directory or .gguf file; None: the embedded SmolLM2.",
+    )
+    config: RainConfig = Field(default_factory=lambda: RainConfig.preset("paper"))
+    template: EvalTemplate | None = Field(
+        default=None, description="Evaluation template for self-evaluation (default harmless)."
+    )
+    evaluator: Any = Field(
+        default=None,
+        description="'self' (default), an Evaluator, or a callable text -> score in [-1, 1].",
+    )
+    embedder: Any = Field(default="minilm", description="'minilm', 'hidden' or an Embedder.")
+    system: str | None = Field(default=None, description="System message for every call.")
+    device: str | None = None
+    dtype: str | None = None
+    generator: Any = Field(
+        default=None, exclude=True, description="A ready RainGenerator to use instead."
+    )
+
+    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fold_config_fields(cls, values: Any) -> Any:
+        """Accept ``preset=`` and top-level RainConfig fields as configuration."""
+        if not isinstance(values, Mapping):
+            return values
+        values = dict(values)
+        overrides = {key: values.pop(key) for key in list(values) if key in CONFIG_FIELDS}
+        preset = values.pop("preset", None)
+        base = values.get("config")
+        if isinstance(base, str) or preset is not None:
+            base = RainConfig.preset(preset or base)
+        elif isinstance(base, Mapping):
+            base = RainConfig.create(**base)
+        elif base is None:
+            base = RainConfig.preset("paper")
+        values["config"] = base.merged(**overrides) if overrides else base
+        return values
+
+    @field_validator("template", mode="before")
+    @classmethod
+    def _load_template(cls, value: Any) -> EvalTemplate | None:
+        return None if value is None else load_template(value)
+
+    @property
+    def rain(self) -> Any:
+        """The :class:`~rain_search.RainGenerator`, built (and the model loaded) on first use."""
+        with self._lock:
+            if self.generator is None:
+                from rain_search.search import RainGenerator
+
+                self.generator = RainGenerator.from_pretrained(
+                    self.model_id,
+                    self.config,
+                    device=self.device,
+                    dtype=self.dtype,
+                    evaluator=self.evaluator,
+                    template=self.template,
+                    embedder=self.embedder,
+                )
+            return self.generator
+
+    @property
+    def model_name(self) -> str:
+        if self.model_id is not None:
+            return self.model_id
+        if self.generator is not None:
+            return str(getattr(self.generator.model, "name_or_path", "") or "custom")
+        from rain_search.models import EMBEDDED_MODEL_NAME
+
+        return EMBEDDED_MODEL_NAME
+
+    def call_options(
+        self, stop: Sequence[str] | None, kwargs: Mapping[str, Any]
+    ) -> tuple[str | None, dict[str, Any]]:
+        """The system message and configuration overrides of one call.
+
+        ``stop`` adds to the configured stop sequences; keyword arguments may be
+        ``system`` or any RainConfig field. Anything else is an error, so no
+        option is silently ignored.
+        """
+        unknown = sorted(set(kwargs) - CONFIG_FIELDS - CALL_OPTIONS)
+        if unknown:
+            raise ConfigError(
+                f"unknown option(s) {unknown} for a RAIN call; use 'system' or RainConfig "
+                f"fields such as max_new_tokens, seed, temperature, max_iterations"
+            )
+        overrides = {key: value for key, value in kwargs.items() if key in CONFIG_FIELDS}
+        if stop:
+            base = overrides.get("stop_sequences", self.config.stop_sequences)
+            overrides["stop_sequences"] = tuple(base) + tuple(stop)
+        if overrides:
+            self.config.merged(**overrides)  # validate now: a clear error before any work
+        return kwargs.get("system", self.system), overrides
+
+
+def search_metadata(result: RainResult) -> dict[str, Any]:
+    """What a RAIN answer reports to the framework: finish reason and search statistics."""
+    return {
+        "finish_reason": result.finish_reason,
+        "search": result.stats,
+        "token_sets": result.token_sets,
+        "warnings": list(result.warnings),
+    }
+
+
+def token_usage(result: RainResult) -> dict[str, int]:
+    return {
+        "prompt_tokens": result.prompt_tokens,
+        "completion_tokens": result.completion_tokens,
+        "total_tokens": result.prompt_tokens + result.completion_tokens,
+    }

@@ -1,0 +1,150 @@
+"""``ChatRain``: RAIN as a LangChain chat model; messages go through the model's chat template."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel
+from langchain_core.language_models.base import LangSmithParams
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.messages.ai import UsageMetadata
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+
+from rain_integrations._params import RainParams, search_metadata, token_usage
+from rain_search.errors import PromptError
+
+ROLES = {"system": "system", "human": "user", "ai": "assistant", "tool": "user"}
+
+
+class ChatRain(RainParams, BaseChatModel):
+    """A chat model that answers through the RAIN tree search.
+
+    System, human and AI messages map to the model's chat template; a tool
+    message is shown to the model as a user turn. Streaming yields one chunk
+    per committed token set; the last chunk carries usage and search metadata.
+    """
+
+    @classmethod
+    def from_model_id(cls, model_id: str | None = None, **kwargs: Any) -> ChatRain:
+        return cls(model_id=model_id, **kwargs)
+
+    @classmethod
+    def from_generator(cls, generator: Any, **kwargs: Any) -> ChatRain:
+        return cls(generator=generator, config=generator.config, **kwargs)
+
+    @property
+    def _llm_type(self) -> str:
+        return "rain-chat"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"model_name": self.model_name, **self.config.model_dump()}
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        params = super()._get_ls_params(stop=stop, **kwargs)
+        params.update(
+            ls_provider="rain",
+            ls_model_name=self.model_name,
+            ls_temperature=kwargs.get("temperature", self.config.temperature),
+            ls_max_tokens=kwargs.get("max_new_tokens", self.config.max_new_tokens),
+        )
+        return params
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        return _result(list(self._stream(messages, stop, run_manager, **kwargs)))
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        chunks = [c async for c in self._astream(messages, stop, run_manager, **kwargs)]
+        return _result(chunks)
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        stream = self._start(messages, stop, kwargs)
+        try:
+            for step in stream:
+                chunk = ChatGenerationChunk(message=AIMessageChunk(content=step.text))
+                if run_manager is not None:
+                    run_manager.on_llm_new_token(step.text, chunk=chunk)
+                yield chunk
+        finally:
+            stream.close()
+        yield self._final_chunk(stream.result)
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        stream = self._start(messages, stop, kwargs)
+        async for step in stream:
+            chunk = ChatGenerationChunk(message=AIMessageChunk(content=step.text))
+            if run_manager is not None:
+                await run_manager.on_llm_new_token(step.text, chunk=chunk)
+            yield chunk
+        yield self._final_chunk(stream.result)
+
+    def _start(self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict) -> Any:
+        system, overrides = self.call_options(stop, kwargs)
+        return self.rain.stream(to_chat(messages), system=system, **overrides)
+
+    def _final_chunk(self, result: Any) -> ChatGenerationChunk:
+        usage = token_usage(result)
+        message = AIMessageChunk(
+            content="",
+            usage_metadata=UsageMetadata(
+                input_tokens=usage["prompt_tokens"],
+                output_tokens=usage["completion_tokens"],
+                total_tokens=usage["total_tokens"],
+            ),
+            response_metadata={**search_metadata(result), "model_name": self.model_name},
+            chunk_position="last",
+        )
+        return ChatGenerationChunk(message=message)
+
+
+def to_chat(messages: list[BaseMessage]) -> list[dict[str, str]]:
+    """LangChain messages as role/content dicts for the model's chat template."""
+    chat = []
+    for message in messages:
+        role = ROLES.get(message.type)
+        if role is None:
+            raise PromptError(
+                f"ChatRain cannot send a {message.type!r} message to the model; use system, "
+                "human, AI or tool messages"
+            )
+        chat.append({"role": role, "content": message.text})
+    return chat
+
+
+def _result(chunks: list[ChatGenerationChunk]) -> ChatResult:
+    merged = chunks[0]
+    for chunk in chunks[1:]:
+        merged += chunk
+    message = AIMessage(
+        content=merged.message.content,
+        usage_metadata=merged.message.usage_metadata,
+        response_metadata=merged.message.response_metadata,
+        id=merged.message.id,
+    )
+    return ChatResult(generations=[ChatGeneration(message=message)])

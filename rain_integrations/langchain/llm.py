@@ -1,0 +1,151 @@
+"""``RainLLM``: RAIN as a LangChain ``BaseLLM``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator, Mapping
+from typing import Any
+
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.language_models import BaseLLM
+from langchain_core.language_models.base import LangSmithParams
+from langchain_core.outputs import Generation, GenerationChunk, LLMResult
+
+from rain_integrations._params import RainParams, search_metadata, token_usage
+from rain_search.result import StepStats
+
+
+class RainLLM(RainParams, BaseLLM):
+    """A Hugging Face model that answers through the RAIN tree search.
+
+    >>> llm = RainLLM(preset="fast", max_new_tokens=48)   # doctest: +SKIP
+    >>> chain = prompt | llm | StrOutputParser()          # doctest: +SKIP
+
+    Streaming yields each committed token set as soon as the search commits
+    it; ``generation_info`` carries the finish reason and search statistics.
+    """
+
+    @classmethod
+    def from_model_id(cls, model_id: str | None = None, **kwargs: Any) -> RainLLM:
+        """Any HF id, local directory or .gguf file (None: the embedded SmolLM2)."""
+        return cls(model_id=model_id, **kwargs)
+
+    @classmethod
+    def from_generator(cls, generator: Any, **kwargs: Any) -> RainLLM:
+        """Wrap a ready :class:`~rain_search.RainGenerator` (its model, judge and config)."""
+        return cls(generator=generator, config=generator.config, **kwargs)
+
+    @property
+    def _llm_type(self) -> str:
+        return "rain"
+
+    @property
+    def _identifying_params(self) -> Mapping[str, Any]:
+        return {
+            "model_name": self.model_name,
+            "template": (self.template.name if self.template else None),
+            "evaluator": _describe(self.evaluator),
+            **self.config.model_dump(),
+        }
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        params = super()._get_ls_params(stop=stop, **kwargs)
+        params.update(
+            ls_provider="rain",
+            ls_model_name=self.model_name,
+            ls_temperature=kwargs.get("temperature", self.config.temperature),
+            ls_max_tokens=kwargs.get("max_new_tokens", self.config.max_new_tokens),
+        )
+        return params
+
+    def _generate(
+        self,
+        prompts: list[str],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> LLMResult:
+        generations = []
+        for prompt in prompts:
+            chunks = list(self._stream(prompt, stop, run_manager, **kwargs))
+            generations.append([_merge(chunks)])
+        return LLMResult(generations=generations, llm_output=self._llm_output(generations))
+
+    async def _agenerate(
+        self,
+        prompts: list[str],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> LLMResult:
+        generations = []
+        for prompt in prompts:
+            chunks = [chunk async for chunk in self._astream(prompt, stop, run_manager, **kwargs)]
+            generations.append([_merge(chunks)])
+        return LLMResult(generations=generations, llm_output=self._llm_output(generations))
+
+    def _stream(
+        self,
+        prompt: str,
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[GenerationChunk]:
+        system, overrides = self.call_options(stop, kwargs)
+        stream = self.rain.stream(prompt, system=system, **overrides)
+        try:
+            for step in stream:
+                chunk = _step_chunk(step)
+                if run_manager is not None:
+                    run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+                yield chunk
+        finally:
+            stream.close()
+        yield self._final_chunk(stream.result)
+
+    async def _astream(
+        self,
+        prompt: str,
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[GenerationChunk]:
+        system, overrides = self.call_options(stop, kwargs)
+        stream = self.rain.stream(prompt, system=system, **overrides)
+        async for step in stream:
+            chunk = _step_chunk(step)
+            if run_manager is not None:
+                await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+            yield chunk
+        yield self._final_chunk(stream.result)
+
+    def _final_chunk(self, result: Any) -> GenerationChunk:
+        """An empty chunk closing the stream with the whole answer's metadata."""
+        info = {**search_metadata(result), "token_usage": token_usage(result)}
+        return GenerationChunk(text="", generation_info=info)
+
+    def _llm_output(self, generations: list[list[Generation]]) -> dict[str, Any]:
+        usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+        for (generation,) in generations:
+            for key, value in (generation.generation_info or {}).get("token_usage", {}).items():
+                usage[key] += value
+        return {"token_usage": usage, "model_name": self.model_name}
+
+
+def _step_chunk(step: StepStats) -> GenerationChunk:
+    return GenerationChunk(
+        text=step.text,
+        generation_info={"step": step.index, "iterations": step.iterations, "value": step.value},
+    )
+
+
+def _merge(chunks: list[GenerationChunk]) -> Generation:
+    """The whole answer: the steps' text, and the final chunk's metadata."""
+    return Generation(
+        text="".join(c.text for c in chunks), generation_info=chunks[-1].generation_info
+    )
+
+
+def _describe(evaluator: Any) -> str:
+    if evaluator is None or isinstance(evaluator, str):
+        return evaluator or "self"
+    return getattr(evaluator, "name", None) or type(evaluator).__name__
