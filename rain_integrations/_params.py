@@ -19,8 +19,21 @@ from rain_search.errors import ConfigError
 from rain_search.result import RainResult
 from rain_search.templates import EvalTemplate, load_template
 
+ALIASES = {"max_tokens": "max_new_tokens", "stop": "stop_sequences"}
+"""The names LangChain's and LlamaIndex's standard parameters use for our fields."""
 CONFIG_FIELDS = frozenset(RainConfig.model_fields)
 CALL_OPTIONS = frozenset({"system"})
+
+
+def unalias(values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` with standard parameter names turned into RainConfig field names."""
+    out = {}
+    for key, value in values.items():
+        name = ALIASES.get(key, key)
+        if name in out:
+            raise ConfigError(f"{key!r} and {name!r} both given; pass only one")
+        out[name] = tuple(value or ()) if name == "stop_sequences" else value
+    return out
 
 
 class RainParams(BaseModel):
@@ -60,7 +73,7 @@ class RainParams(BaseModel):
         """Accept ``preset=`` and top-level RainConfig fields as configuration."""
         if not isinstance(values, Mapping):
             return values
-        values = dict(values)
+        values = unalias(values)
         overrides = {key: values.pop(key) for key in list(values) if key in CONFIG_FIELDS}
         preset = values.pop("preset", None)
         base = values.get("config")
@@ -106,15 +119,23 @@ class RainParams(BaseModel):
 
         return EMBEDDED_MODEL_NAME
 
+    def open_stream(
+        self, prompt: Any, stop: Sequence[str] | None, kwargs: Mapping[str, Any]
+    ) -> Any:
+        """Start one generation: a :class:`~rain_search.search.RainStream` of its steps."""
+        system, config = self.call_options(stop, kwargs)
+        return self.rain.stream(prompt, system=system, config=config)
+
     def call_options(
         self, stop: Sequence[str] | None, kwargs: Mapping[str, Any]
-    ) -> tuple[str | None, dict[str, Any]]:
-        """The system message and configuration overrides of one call.
+    ) -> tuple[str | None, RainConfig]:
+        """The system message and configuration of one call.
 
         ``stop`` adds to the configured stop sequences; keyword arguments may be
-        ``system`` or any RainConfig field. Anything else is an error, so no
-        option is silently ignored.
+        ``system``, any RainConfig field, or ``max_tokens`` / ``stop``. Anything
+        else is an error, so no option is silently ignored.
         """
+        kwargs = unalias(kwargs)
         unknown = sorted(set(kwargs) - CONFIG_FIELDS - CALL_OPTIONS)
         if unknown:
             raise ConfigError(
@@ -125,9 +146,8 @@ class RainParams(BaseModel):
         if stop:
             base = overrides.get("stop_sequences", self.config.stop_sequences)
             overrides["stop_sequences"] = tuple(base) + tuple(stop)
-        if overrides:
-            self.config.merged(**overrides)  # validate now: a clear error before any work
-        return kwargs.get("system", self.system), overrides
+        config = self.config.merged(**overrides) if overrides else self.config
+        return kwargs.get("system", self.system), config
 
 
 def search_metadata(result: RainResult) -> dict[str, Any]:

@@ -84,6 +84,13 @@ class RainConfig(BaseModel):
         description="Markers of a new dialogue turn; generation ends before them.",
     )
     seed: int | None = Field(0, description="Random seed; None draws a fresh one.")
+    # Budgets: when one is spent, the answer so far is returned, flagged "budget".
+    timeout: float | None = Field(
+        None, gt=0.0, description="Wall-clock seconds one answer may take; None: no limit."
+    )
+    max_forward_calls: int | None = Field(
+        None, ge=1, description="Model forward calls one answer may take; None: no limit."
+    )
 
     @field_validator("token_set_schedule")
     @classmethod

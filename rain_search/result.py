@@ -7,7 +7,8 @@ from typing import Any, Literal
 
 from rain_search.stats import Counters
 
-FinishReason = Literal["eos", "stop", "length"]
+FinishReason = Literal["eos", "stop", "length", "budget"]
+"""``budget``: a timeout or forward-call limit ended the answer early (it is truncated)."""
 
 
 @dataclass
@@ -51,6 +52,11 @@ class RainResult:
     warnings: list[str] = field(default_factory=list)
 
     @property
+    def truncated(self) -> bool:
+        """True when a budget, not the answer itself, ended the generation."""
+        return self.finish_reason == "budget"
+
+    @property
     def completion_tokens(self) -> int:
         return len(self.token_ids)
 
@@ -68,6 +74,7 @@ class RainResult:
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "finish_reason": self.finish_reason,
+            "truncated": self.truncated,
             "steps": len(self.steps),
             "iterations": sum(step.iterations for step in self.steps),
             "nodes_expanded": sum(step.nodes_expanded for step in self.steps),

@@ -14,6 +14,7 @@ import random
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import torch
@@ -102,28 +103,38 @@ class RainGenerator:
         *,
         system: str | None = None,
         on_step: StepCallback | None = None,
+        config: RainConfig | None = None,
         **overrides: Any,
     ) -> RainResult:
         """Answer ``prompt`` (text or chat messages) with the tree search.
 
         Keyword overrides change configuration fields for this call only,
-        e.g. ``generate(prompt, max_new_tokens=32, seed=7)``.
+        e.g. ``generate(prompt, max_new_tokens=32, seed=7)``; ``config``
+        replaces the generator's configuration for this call.
         """
-        stream = self.stream(prompt, system=system, **overrides)
+        stream = self.stream(prompt, system=system, config=config, **overrides)
         for step in stream:
             if on_step is not None:
                 on_step(step)
         return stream.result
 
-    def stream(self, prompt: Prompt, *, system: str | None = None, **overrides: Any) -> RainStream:
+    def stream(
+        self,
+        prompt: Prompt,
+        *,
+        system: str | None = None,
+        config: RainConfig | None = None,
+        **overrides: Any,
+    ) -> RainStream:
         """Like :meth:`generate`, but yields each committed step as it is committed.
 
         The prompt and configuration are checked before this returns. Breaking
         out of the loop, or calling ``cancel()`` from another thread, stops
         the search; ``result`` holds the :class:`RainResult` once the stream is
-        exhausted.
+        exhausted. ``config`` replaces the generator's configuration for this call.
         """
-        config = self.config.merged(**overrides) if overrides else self.config
+        config = config or self.config
+        config = config.merged(**overrides) if overrides else config
         prompt_ids, judge_prompt = self.encode(prompt, system)
         budget, warnings = self.fit_context(len(prompt_ids), config.max_new_tokens)
         search = TreeSearch(
@@ -235,6 +246,8 @@ class TreeSearch:
         self.stops = Stops(backend, config.all_stops)
         self.answer: list[int] = []
         self.nodes_expanded = 0
+        self.started, self.before = time.perf_counter(), Counters()
+        self.out_of_budget = ""
 
     # -- outer loop: search, commit, repeat ---------------------------------------
 
@@ -251,6 +264,7 @@ class TreeSearch:
         When the generator is exhausted, ``self.result`` holds the answer.
         """
         start, before = time.perf_counter(), self.counters()
+        self.started, self.before = start, before
         root = Node((), state=self.backend.start(prompt_ids))
         steps: list[StepStats] = []
         shown = ""
@@ -284,17 +298,18 @@ class TreeSearch:
             )
             self.nodes_expanded, shown = 0, text
             yield steps[-1]
-            if child.terminal:
+            if child.terminal or self.out_of_budget:
                 self.result = RainResult(
                     text,
                     list(self.answer),
                     len(prompt_ids),
-                    child.finish or finish,
+                    child.finish or ("budget" if self.out_of_budget else finish),
                     "rain",
                     self.counters() - before,
                     time.perf_counter() - start,
                     self.seed,
                     steps,
+                    warnings=[self.out_of_budget] if self.out_of_budget else [],
                 )
                 return
             root = self.commit(root, child)
@@ -313,9 +328,27 @@ class TreeSearch:
                 return fresh, True
             if self.cancelled():
                 raise Cancelled("the generation was cancelled")
+            if root.children and fresh > 0:
+                self.out_of_budget = self.spent_budget()
+                if self.out_of_budget:
+                    return fresh, False
             self.iterate(root)
             fresh += 1
         return fresh, False
+
+    def spent_budget(self) -> str:
+        """Why the answer must stop now (empty while the budgets last)."""
+        config = self.config
+        elapsed = time.perf_counter() - self.started
+        if config.timeout is not None and elapsed >= config.timeout:
+            return f"the {config.timeout:g} s timeout was reached; the answer is truncated"
+        calls = (self.counters() - self.before).forward_calls
+        if config.max_forward_calls is not None and calls >= config.max_forward_calls:
+            return (
+                f"the budget of {config.max_forward_calls} forward calls was spent; "
+                "the answer is truncated"
+            )
+        return ""
 
     def commit(self, root: Node, child: Node) -> Node:
         """Make ``child`` the root, keeping its subtree and dropping its siblings'."""
@@ -482,16 +515,21 @@ class RainStream:
     async def __aiter__(self) -> AsyncIterator[StepStats]:
         """Each step is searched in a worker thread, so the event loop never blocks.
 
-        Cancelling the consuming task (or leaving the loop) cancels the search,
-        which stops at its next iteration and releases its caches.
+        One dedicated thread runs every step, so the search starts, runs and
+        ends on the same thread. Cancelling the consuming task (or leaving the
+        loop) cancels the search, which stops at its next iteration and
+        releases its caches.
         """
         loop = asyncio.get_running_loop()
+        worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rain-search")
         done = object()
         try:
-            while (step := await loop.run_in_executor(None, next, self, done)) is not done:
+            while (step := await loop.run_in_executor(worker, next, self, done)) is not done:
                 yield step
         finally:
             self.cancel()
+            worker.submit(self.close)
+            worker.shutdown(wait=False)
 
     def cancel(self) -> None:
         """Stop the search at its next iteration (safe to call from another thread)."""

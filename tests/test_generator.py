@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 
 import pytest
@@ -64,3 +65,30 @@ def test_vanilla_and_warm_up(generator) -> None:
     result = generator.vanilla("Hello", max_new_tokens=5)
     assert result.mode == "vanilla" and result.completion_tokens <= 5
     assert result.stats["forward_calls"] == result.completion_tokens  # prompt, then 1 per token
+
+
+def test_cancelling_an_async_consumer_stops_the_search_and_frees_the_generator(generator) -> None:
+    steps: list[object] = []
+
+    async def main() -> None:
+        stream = generator.stream("Tell me a story.", max_new_tokens=60)
+
+        async def consume() -> None:
+            async for step in stream:
+                steps.append(step)
+
+        task = asyncio.create_task(consume())
+        while not steps:
+            await asyncio.sleep(0.001)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    done: list[object] = []
+    worker = threading.Thread(
+        target=lambda: done.append(generator.generate("Hi", max_new_tokens=2))
+    )
+    worker.start()
+    worker.join(timeout=60)
+    assert done, "the cancelled search released the generator"

@@ -212,3 +212,20 @@ def test_cancelled_search_raises_between_iterations() -> None:
     with pytest.raises(Cancelled, match="cancelled"):
         search.run([1])
     assert len(backend.requests) == 3  # three iterations ran, the fourth never started
+
+
+def test_forward_call_budget_returns_the_answer_so_far_flagged() -> None:
+    _, full = run(RainConfig(max_new_tokens=50))
+    _, cut = run(RainConfig(max_new_tokens=50, max_forward_calls=40))
+    assert full.finish_reason == "length" and not full.truncated
+    assert cut.finish_reason == "budget" and cut.truncated and cut.stats["truncated"]
+    assert 0 < cut.completion_tokens < 50
+    assert cut.token_ids == full.token_ids[: cut.completion_tokens]  # same search, stopped early
+    assert "40 forward calls" in cut.warnings[0]
+
+
+def test_timeout_still_commits_one_searched_step() -> None:
+    _, result = run(RainConfig(max_new_tokens=50, timeout=1e-9))
+    assert result.finish_reason == "budget"
+    assert len(result.steps) == 1 and result.steps[0].iterations == 1
+    assert "timeout" in result.warnings[0]

@@ -105,8 +105,7 @@ class ChatRain(RainParams, BaseChatModel):
         yield self._final_chunk(stream.result)
 
     def _start(self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict) -> Any:
-        system, overrides = self.call_options(stop, kwargs)
-        return self.rain.stream(to_chat(messages), system=system, **overrides)
+        return self.open_stream(to_chat(messages), stop, kwargs)
 
     def _final_chunk(self, result: Any) -> ChatGenerationChunk:
         usage = token_usage(result)

@@ -117,13 +117,8 @@ def _like(input: Any, text: str, verdict: dict[str, Any]) -> Any:
     if isinstance(input, str):
         return text
     if isinstance(input, BaseMessage):
-        metadata = {**getattr(input, "response_metadata", {}), "rain_guard": verdict}
-        update: dict[str, Any] = {"content": text}
-        if "response_metadata" in type(input).model_fields:
-            update["response_metadata"] = metadata
-        else:
-            update["additional_kwargs"] = {**input.additional_kwargs, "rain_guard": verdict}
-        return input.model_copy(update=update)
+        metadata = {**input.response_metadata, "rain_guard": verdict}
+        return input.model_copy(update={"content": text, "response_metadata": metadata})
     return {**input, "text": text, "rain_guard": verdict}
 
 

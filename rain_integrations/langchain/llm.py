@@ -90,8 +90,7 @@ class RainLLM(RainParams, BaseLLM):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[GenerationChunk]:
-        system, overrides = self.call_options(stop, kwargs)
-        stream = self.rain.stream(prompt, system=system, **overrides)
+        stream = self.open_stream(prompt, stop, kwargs)
         try:
             for step in stream:
                 chunk = _step_chunk(step)
@@ -109,8 +108,7 @@ class RainLLM(RainParams, BaseLLM):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[GenerationChunk]:
-        system, overrides = self.call_options(stop, kwargs)
-        stream = self.rain.stream(prompt, system=system, **overrides)
+        stream = self.open_stream(prompt, stop, kwargs)
         async for step in stream:
             chunk = _step_chunk(step)
             if run_manager is not None:

@@ -153,8 +153,7 @@ class Rain(RainParams, CustomLLM):
         return gen()
 
     def _start(self, prompt: Any, kwargs: dict[str, Any]) -> Any:
-        system, overrides = self.call_options(kwargs.pop("stop", None), kwargs)
-        return self.rain.stream(prompt, system=system, **overrides)
+        return self.open_stream(prompt, kwargs.pop("stop", None), kwargs)
 
 
 def to_chat(messages: Sequence[ChatMessage]) -> list[dict[str, str]]:
