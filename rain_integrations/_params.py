@@ -27,11 +27,12 @@ CALL_OPTIONS = frozenset({"system"})
 
 def unalias(values: Mapping[str, Any]) -> dict[str, Any]:
     """``values`` with standard parameter names turned into RainConfig field names."""
-    out = {}
+    out: dict[str, Any] = {}
     for key, value in values.items():
         name = ALIASES.get(key, key)
         if name in out:
-            raise ConfigError(f"{key!r} and {name!r} both given; pass only one")
+            first = next(k for k in values if ALIASES.get(k, k) == name)
+            raise ConfigError(f"{first!r} and {key!r} both set {name}; pass only one")
         out[name] = tuple(value or ()) if name == "stop_sequences" else value
     return out
 

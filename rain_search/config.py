@@ -31,9 +31,11 @@ class RainConfig(BaseModel):
     # Expansion.
     num_children: int = Field(10, ge=1, le=64, description="Candidates proposed per expansion.")
     top_k: int = Field(15, ge=1, le=1000, description="Top-k for sampled candidate tokens.")
-    temperature: float = Field(1.0, gt=0.0, le=10.0, description="Candidate sampling temperature.")
+    temperature: float = Field(
+        1.0, ge=0.0, le=10.0, description="Candidate sampling temperature; 0 picks greedily."
+    )
     rollout_temperature: float = Field(
-        1.0, gt=0.0, le=10.0, description="Temperature of the rollout to the next punctuation."
+        1.0, ge=0.0, le=10.0, description="Temperature of the rollout to the next punctuation."
     )
     rollout_max_tokens: int = Field(
         32, ge=0, le=512, description="Longest rollout past a leaf before the judge reads it."

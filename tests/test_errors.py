@@ -70,7 +70,7 @@ def test_label_that_is_not_one_token(tiny_llama) -> None:
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("c_puct", -1.0), ("num_children", 0), ("temperature", 0.0), ("similarity_threshold", 1.5)],
+    [("c_puct", -1.0), ("num_children", 0), ("temperature", -0.5), ("similarity_threshold", 1.5)],
 )
 def test_config_out_of_range(field, value) -> None:
     with pytest.raises(ConfigError, match=field):

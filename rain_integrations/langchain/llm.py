@@ -51,7 +51,7 @@ class RainLLM(RainParams, BaseLLM):
         params = super()._get_ls_params(stop=stop, **kwargs)
         params.update(
             ls_provider="rain",
-            ls_model_name=self.model_name,
+            ls_model_name=kwargs.get("model", self.model_name),
             ls_temperature=kwargs.get("temperature", self.config.temperature),
             ls_max_tokens=kwargs.get("max_new_tokens", self.config.max_new_tokens),
         )

@@ -66,94 +66,82 @@ class Rain(RainParams, CustomLLM):
 
     @llm_completion_callback()
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        *_, last = self.stream_complete(prompt, formatted, **kwargs)
+        *_, last = self._completions(self.open_stream(prompt, kwargs.pop("stop", None), kwargs))
         return last
 
     @llm_completion_callback()
     def stream_complete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseGen:
-        stream = self._start(prompt, kwargs)
-
-        def gen() -> CompletionResponseGen:
-            text = ""
-            try:
-                for step in stream:
-                    text += step.text
-                    yield CompletionResponse(text=text, delta=step.text)
-            finally:
-                stream.close()
-            yield CompletionResponse(text=text, delta="", raw=_raw(stream.result))
-
-        return gen()
+        return self._completions(self.open_stream(prompt, kwargs.pop("stop", None), kwargs))
 
     @llm_completion_callback()
     async def acomplete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponse:
-        responses = [r async for r in await self.astream_complete(prompt, formatted, **kwargs)]
-        return responses[-1]
+        stream = self.open_stream(prompt, kwargs.pop("stop", None), kwargs)
+        return [r async for r in self._acompletions(stream)][-1]
 
     @llm_completion_callback()
     async def astream_complete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseAsyncGen:
-        stream = self._start(prompt, kwargs)
-
-        async def gen() -> CompletionResponseAsyncGen:
-            text = ""
-            async for step in stream:
-                text += step.text
-                yield CompletionResponse(text=text, delta=step.text)
-            yield CompletionResponse(text=text, delta="", raw=_raw(stream.result))
-
-        return gen()
+        return self._acompletions(self.open_stream(prompt, kwargs.pop("stop", None), kwargs))
 
     # -- chat --------------------------------------------------------------------------
 
     @llm_chat_callback()
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        *_, last = self.stream_chat(messages, **kwargs)
+        *_, last = self._chats(self._open_chat(messages, kwargs))
         return last
 
     @llm_chat_callback()
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
-        stream = self._start(to_chat(messages), kwargs)
-
-        def gen() -> ChatResponseGen:
-            text = ""
-            try:
-                for step in stream:
-                    text += step.text
-                    yield _chat_response(text, step.text)
-            finally:
-                stream.close()
-            yield _chat_response(text, "", _raw(stream.result))
-
-        return gen()
+        return self._chats(self._open_chat(messages, kwargs))
 
     @llm_chat_callback()
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        responses = [r async for r in await self.astream_chat(messages, **kwargs)]
-        return responses[-1]
+        return [r async for r in self._achats(self._open_chat(messages, kwargs))][-1]
 
     @llm_chat_callback()
     async def astream_chat(
         self, messages: Sequence[ChatMessage], **kwargs: Any
     ) -> ChatResponseAsyncGen:
-        stream = self._start(to_chat(messages), kwargs)
+        return self._achats(self._open_chat(messages, kwargs))
 
-        async def gen() -> ChatResponseAsyncGen:
-            text = ""
-            async for step in stream:
+    # -- steps to responses ------------------------------------------------------------
+
+    def _open_chat(self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]) -> Any:
+        return self.open_stream(to_chat(messages), kwargs.pop("stop", None), kwargs)
+
+    @staticmethod
+    def _completions(stream: Any) -> CompletionResponseGen:
+        text = ""
+        try:
+            for step in stream:
                 text += step.text
-                yield _chat_response(text, step.text)
-            yield _chat_response(text, "", _raw(stream.result))
+                yield CompletionResponse(text=text, delta=step.text)
+        finally:
+            stream.close()
+        yield CompletionResponse(text=text, delta="", raw=_raw(stream.result))
 
-        return gen()
+    @staticmethod
+    async def _acompletions(stream: Any) -> CompletionResponseAsyncGen:
+        text = ""
+        async for step in stream:
+            text += step.text
+            yield CompletionResponse(text=text, delta=step.text)
+        yield CompletionResponse(text=text, delta="", raw=_raw(stream.result))
 
-    def _start(self, prompt: Any, kwargs: dict[str, Any]) -> Any:
-        return self.open_stream(prompt, kwargs.pop("stop", None), kwargs)
+    @staticmethod
+    def _chats(stream: Any) -> ChatResponseGen:
+        for response in Rain._completions(stream):
+            yield _chat_response(response)
+
+    @staticmethod
+    async def _achats(stream: Any) -> ChatResponseAsyncGen:
+        async for response in Rain._acompletions(stream):
+            yield _chat_response(response)
 
 
 def to_chat(messages: Sequence[ChatMessage]) -> list[dict[str, str]]:
@@ -173,6 +161,6 @@ def _raw(result: Any) -> dict[str, Any]:
     return {**search_metadata(result), "usage": token_usage(result)}
 
 
-def _chat_response(text: str, delta: str, raw: dict[str, Any] | None = None) -> ChatResponse:
-    message = ChatMessage(role=MessageRole.ASSISTANT, content=text)
-    return ChatResponse(message=message, delta=delta, raw=raw)
+def _chat_response(completion: CompletionResponse) -> ChatResponse:
+    message = ChatMessage(role=MessageRole.ASSISTANT, content=completion.text)
+    return ChatResponse(message=message, delta=completion.delta, raw=completion.raw)

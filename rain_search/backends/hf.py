@@ -68,7 +68,12 @@ def cache_rows(cache: DynamicCache, row: int, start: int, stop: int) -> KV:
 def sample_top_k(
     log_probs: torch.Tensor, top_k: int, temperature: float, generator: torch.Generator
 ) -> torch.Tensor:
-    """One token per row from the top-k of ``log_probs / temperature`` (k=0: no cut)."""
+    """One token per row from the top-k of ``log_probs / temperature`` (k=0: no cut).
+
+    Temperature 0 is the limit of sampling: the most likely token.
+    """
+    if temperature == 0.0:
+        return log_probs.argmax(-1)
     logits = log_probs / temperature
     if 0 < top_k < logits.shape[-1]:
         values, indices = logits.topk(top_k, dim=-1)
