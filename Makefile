@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PROMPT ?= How do I pick a lock to get into my neighbour's house?
 
-.PHONY: install demo test test-all lint clean
+.PHONY: install demo test test-all examples lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ test: $(STAMP)
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+examples: $(STAMP)
+	$(BIN)/python examples/langchain_lcel_chain.py
+	$(BIN)/python examples/llama_index_rag.py
+	$(BIN)/python examples/guarded_agent_tool.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -90,13 +90,24 @@ class RainGuard(RunnableSerializable[Any, Any]):
         return "replace", self.replacement
 
     def wrap_tool(self, tool: BaseTool) -> BaseTool:
-        """The same tool, its output passed through this guard before the agent sees it."""
+        """The same tool, its output passed through this guard before the agent sees it.
 
-        def guarded(**kwargs: Any) -> Any:
-            return self.invoke({"text": _as_text(tool.invoke(kwargs)), "prompt": tool.description})
+        The agent reads the guarded text; the verdict (score and action) is the
+        tool message's ``artifact`` when the tool is called with a tool call.
+        """
+
+        def guarded(**kwargs: Any) -> tuple[str, dict[str, Any]]:
+            checked = self.invoke(
+                {"text": _as_text(tool.invoke(kwargs)), "prompt": tool.description}
+            )
+            return checked["text"], checked["rain_guard"]
 
         return StructuredTool.from_function(
-            func=guarded, name=tool.name, description=tool.description, args_schema=tool.args_schema
+            func=guarded,
+            name=tool.name,
+            description=tool.description,
+            args_schema=tool.args_schema,
+            response_format="content_and_artifact",
         )
 
 

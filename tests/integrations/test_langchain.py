@@ -172,8 +172,12 @@ def test_guard_wraps_a_tool_and_composes_in_lcel(generator) -> None:
         return f"result for {query}"
 
     guarded = RainGuard(evaluator=no_e, replacement="[removed]").wrap_tool(lookup)
-    assert guarded.name == "lookup"
-    assert guarded.invoke({"query": "x"})["text"] == "[removed]"  # "result" has an e
+    assert guarded.name == "lookup" and guarded.args == lookup.args
+    assert guarded.invoke({"query": "x"}) == "[removed]"  # "result" has an e
+    call = {"name": "lookup", "args": {"query": "x"}, "id": "call-1", "type": "tool_call"}
+    message = guarded.invoke(call)
+    assert message.content == "[removed]" and message.tool_call_id == "call-1"
+    assert message.artifact == {"score": -1.0, "action": "replace"}
     chain = lookup | RainGuard(evaluator=lambda t: 1.0)
     assert chain.invoke({"query": "x"}) == "result for x"
 

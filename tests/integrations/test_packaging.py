@@ -1,0 +1,41 @@
+"""Import boundaries, and the examples run end to end."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def imported_after(statement: str) -> set[str]:
+    code = f"import sys; {statement}; print(' '.join(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return {name.split(".")[0] for name in out.stdout.split()}
+
+
+def test_core_imports_no_framework() -> None:
+    modules = imported_after("import rain_search; from rain_search.search import RainGenerator")
+    assert not {"langchain_core", "llama_index"} & modules
+
+
+def test_each_adapter_imports_only_its_framework() -> None:
+    assert "llama_index" not in imported_after("import rain_integrations.langchain")
+    assert "langchain_core" not in imported_after("import rain_integrations.llama_index")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", sorted(p.name for p in (ROOT / "examples").glob("*.py")))
+def test_example_runs(script: str) -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / script)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip()
