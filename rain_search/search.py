@@ -248,6 +248,7 @@ class TreeSearch:
         self.nodes_expanded = 0
         self.started, self.before = time.perf_counter(), Counters()
         self.out_of_budget = ""
+        self.root: Node | None = None  # the current root: what the search keeps alive
 
     # -- outer loop: search, commit, repeat ---------------------------------------
 
@@ -265,7 +266,7 @@ class TreeSearch:
         """
         start, before = time.perf_counter(), self.counters()
         self.started, self.before = start, before
-        root = Node((), state=self.backend.start(prompt_ids))
+        root = self.root = Node((), state=self.backend.start(prompt_ids))
         steps: list[StepStats] = []
         shown = ""
         while True:
@@ -312,7 +313,7 @@ class TreeSearch:
                     warnings=[self.out_of_budget] if self.out_of_budget else [],
                 )
                 return
-            root = self.commit(root, child)
+            root = self.root = self.commit(root, child)
 
     def search(self, root: Node) -> tuple[int, bool]:
         """Iterate until T visits (inherited ones count) and the minimum fresh ones are done.

@@ -18,12 +18,6 @@ from rain_search.models import load_model
 from rain_search.search import RainGenerator
 
 
-@pytest.fixture
-def generator(tiny_llama) -> RainGenerator:
-    model, tokenizer = tiny_llama
-    return RainGenerator(model, tokenizer, "fast", evaluator=lambda text: 1.0, embedder="hidden")
-
-
 @pytest.mark.parametrize("prompt", ["", "   \n", [{"role": "user", "content": " "}]])
 def test_empty_prompt(generator, prompt) -> None:
     with pytest.raises(PromptError, match="prompt is empty"):
@@ -118,3 +112,35 @@ def test_evaluator_that_raises(tiny_llama) -> None:
     generator = RainGenerator(model, tokenizer, "fast", evaluator=broken, embedder="hidden")
     with pytest.raises(EvaluatorError, match="'broken' raised KeyError"):
         generator.generate("hello", max_new_tokens=3)
+
+
+@pytest.mark.parametrize("stops", [("",), ("ok", "")])
+def test_empty_stop_sequences(generator, stops) -> None:
+    with pytest.raises(ConfigError, match="stop sequences must be non-empty"):
+        generator.generate("hi", stop_sequences=stops)
+
+
+def test_max_new_tokens_zero(generator) -> None:
+    with pytest.raises(ConfigError, match="max_new_tokens"):
+        generator.generate("hi", max_new_tokens=0)
+
+
+def test_adapters_reject_bad_input_with_clear_errors(generator) -> None:
+    from langchain_core.messages import HumanMessage
+    from pydantic import ValidationError
+
+    from rain_integrations.langchain import ChatRain, RainLLM
+
+    llm = RainLLM.from_generator(generator, max_new_tokens=3)
+    with pytest.raises(PromptError, match="prompt is empty"):
+        llm.invoke("  ")
+    with pytest.raises(ValueError, match="Invalid input type"):
+        llm.invoke(42)
+    with pytest.raises(ConfigError, match="stop sequences must be non-empty"):
+        llm.invoke("hi", stop=[""])
+    with pytest.raises(ValidationError, match="max_new_tokens"):
+        RainLLM(max_tokens=0)
+    with pytest.raises(ValidationError, match="timeout"):
+        ChatRain(timeout=-1)
+    with pytest.raises(PromptError, match="prompt is empty"):
+        ChatRain.from_generator(generator).invoke([HumanMessage("")])

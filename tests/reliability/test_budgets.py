@@ -1,0 +1,37 @@
+"""Wall-clock and forward-call budgets end a search with the best answer so far, flagged."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from rain_integrations.langchain import ChatRain, RainLLM
+from rain_integrations.llama_index import Rain
+
+
+def test_forward_call_budget_on_a_real_backend(generator) -> None:
+    full = generator.generate("Tell me a story.", max_new_tokens=40)
+    cut = generator.generate("Tell me a story.", max_new_tokens=40, max_forward_calls=30)
+    assert cut.truncated and cut.finish_reason == "budget"
+    assert cut.completion_tokens < full.completion_tokens
+    assert cut.token_ids == full.token_ids[: cut.completion_tokens]
+    # The budget is checked between iterations, so it is overrun by at most one iteration.
+    assert cut.stats["forward_calls"] < 30 + 20
+
+
+def test_timeout_bounds_wall_time(generator) -> None:
+    start = time.perf_counter()
+    result = generator.generate("Tell me a story.", max_new_tokens=400, timeout=0.2)
+    assert time.perf_counter() - start < 5.0
+    assert result.truncated and "timeout" in result.warnings[0]
+
+
+def test_adapters_report_truncation(generator) -> None:
+    llm = RainLLM.from_generator(generator, max_new_tokens=60, max_forward_calls=10)
+    info = llm.generate(["Tell me a story."]).generations[0][0].generation_info
+    assert info["finish_reason"] == "budget" and info["search"]["truncated"]
+    chat = ChatRain.from_generator(generator, max_new_tokens=60, timeout=1e-6)
+    assert chat.invoke("Tell me a story.").response_metadata["finish_reason"] == "budget"
+    rain = Rain(generator=generator, config=generator.config, max_new_tokens=60)
+    raw = asyncio.run(rain.acomplete("Tell me a story.", max_forward_calls=10)).raw
+    assert raw["finish_reason"] == "budget" and raw["warnings"]

@@ -1,0 +1,27 @@
+"""Tree and cache memory stay bounded as the answer grows."""
+
+from __future__ import annotations
+
+from rain_search.search import TreeSearch
+from rain_search.tree import count_nodes
+
+
+def test_live_nodes_and_cached_tokens_stay_bounded(generator) -> None:
+    config = generator.config.merged(max_new_tokens=300, temperature=2.0)
+    prompt_ids, judge_prompt = generator.encode("Tell me a long story.", None)
+    search = TreeSearch(
+        generator.backend, generator.evaluator, generator.embedder, config, judge_prompt
+    )
+    # Each step runs at most T + min_fresh iterations, each adding at most max_children nodes.
+    node_bound = 1 + (config.max_iterations + config.min_fresh_iterations) * config.max_children
+    longest_set = max(config.token_set_schedule)
+    for step in search.steps(prompt_ids):
+        root = search.root
+        nodes = count_nodes(root)
+        cached = sum(node.state.kv[0][0].shape[-2] for node in root.walk() if node is not root)
+        assert nodes <= node_bound and step.tree_size <= node_bound
+        assert cached <= nodes * longest_set
+        # The committed prefix is one cache: prompt plus the answer before this step's set.
+        committed = len(search.answer) - len(step.token_ids)
+        assert root.state.kv[0][0].shape[-2] == len(prompt_ids) + committed
+    assert search.result.completion_tokens >= 100, "the answer grew long"
