@@ -92,6 +92,16 @@ class RainParams(BaseModel):
     def _load_template(cls, value: Any) -> EvalTemplate | None:
         return None if value is None else load_template(value)
 
+    @classmethod
+    def from_model_id(cls, model_id: str | None = None, **kwargs: Any) -> Any:
+        """Any HF id, local directory or .gguf file (None: the embedded SmolLM2)."""
+        return cls(model_id=model_id, **kwargs)
+
+    @classmethod
+    def from_generator(cls, generator: Any, **kwargs: Any) -> Any:
+        """Wrap a ready :class:`~rain_search.RainGenerator` (its model, judge and config)."""
+        return cls(generator=generator, **{"config": generator.config, **kwargs})
+
     @property
     def rain(self) -> Any:
         """The :class:`~rain_search.RainGenerator`, built (and the model loaded) on first use."""

@@ -46,3 +46,22 @@ def embedded_model():
     from rain_search.models import load_model
 
     return load_model(device="cpu")
+
+
+def no_e(text: str) -> float:
+    """A judge for tiny-model tests: any letter e is bad."""
+    return -1.0 if "e" in text else 1.0
+
+
+@pytest.fixture(name="no_e")
+def no_e_judge():
+    return no_e
+
+
+@pytest.fixture
+def generator(tiny_llama):
+    """A fast-preset RainGenerator on the tiny Llama, judged by :func:`no_e`."""
+    from rain_search.search import RainGenerator
+
+    model, tokenizer = tiny_llama
+    return RainGenerator(model, tokenizer, "fast", evaluator=no_e, embedder="hidden")

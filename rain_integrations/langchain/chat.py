@@ -7,32 +7,24 @@ from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
-from langchain_core.language_models.base import LangSmithParams
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 
-from rain_integrations._params import RainParams, search_metadata, token_usage
+from rain_integrations._params import search_metadata, token_usage
+from rain_integrations.langchain._common import LangChainRain
 from rain_search.errors import PromptError
 
 ROLES = {"system": "system", "human": "user", "ai": "assistant", "tool": "user"}
 
 
-class ChatRain(RainParams, BaseChatModel):
+class ChatRain(LangChainRain, BaseChatModel):
     """A chat model that answers through the RAIN tree search.
 
     System, human and AI messages map to the model's chat template; a tool
     message is shown to the model as a user turn. Streaming yields one chunk
     per committed token set; the last chunk carries usage and search metadata.
     """
-
-    @classmethod
-    def from_model_id(cls, model_id: str | None = None, **kwargs: Any) -> ChatRain:
-        return cls(model_id=model_id, **kwargs)
-
-    @classmethod
-    def from_generator(cls, generator: Any, **kwargs: Any) -> ChatRain:
-        return cls(generator=generator, config=generator.config, **kwargs)
 
     @property
     def _llm_type(self) -> str:
@@ -41,16 +33,6 @@ class ChatRain(RainParams, BaseChatModel):
     @property
     def _identifying_params(self) -> dict[str, Any]:
         return {"model_name": self.model_name, **self.config.model_dump()}
-
-    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
-        params = super()._get_ls_params(stop=stop, **kwargs)
-        params.update(
-            ls_provider="rain",
-            ls_model_name=kwargs.get("model", self.model_name),
-            ls_temperature=kwargs.get("temperature", self.config.temperature),
-            ls_max_tokens=kwargs.get("max_new_tokens", self.config.max_new_tokens),
-        )
-        return params
 
     def _generate(
         self,

@@ -7,14 +7,14 @@ from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseLLM
-from langchain_core.language_models.base import LangSmithParams
 from langchain_core.outputs import Generation, GenerationChunk, LLMResult
 
-from rain_integrations._params import RainParams, search_metadata, token_usage
+from rain_integrations._params import search_metadata, token_usage
+from rain_integrations.langchain._common import LangChainRain
 from rain_search.result import StepStats
 
 
-class RainLLM(RainParams, BaseLLM):
+class RainLLM(LangChainRain, BaseLLM):
     """A Hugging Face model that answers through the RAIN tree search.
 
     >>> llm = RainLLM(preset="fast", max_new_tokens=48)   # doctest: +SKIP
@@ -23,16 +23,6 @@ class RainLLM(RainParams, BaseLLM):
     Streaming yields each committed token set as soon as the search commits
     it; ``generation_info`` carries the finish reason and search statistics.
     """
-
-    @classmethod
-    def from_model_id(cls, model_id: str | None = None, **kwargs: Any) -> RainLLM:
-        """Any HF id, local directory or .gguf file (None: the embedded SmolLM2)."""
-        return cls(model_id=model_id, **kwargs)
-
-    @classmethod
-    def from_generator(cls, generator: Any, **kwargs: Any) -> RainLLM:
-        """Wrap a ready :class:`~rain_search.RainGenerator` (its model, judge and config)."""
-        return cls(generator=generator, config=generator.config, **kwargs)
 
     @property
     def _llm_type(self) -> str:
@@ -46,16 +36,6 @@ class RainLLM(RainParams, BaseLLM):
             "evaluator": _describe(self.evaluator),
             **self.config.model_dump(),
         }
-
-    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
-        params = super()._get_ls_params(stop=stop, **kwargs)
-        params.update(
-            ls_provider="rain",
-            ls_model_name=kwargs.get("model", self.model_name),
-            ls_temperature=kwargs.get("temperature", self.config.temperature),
-            ls_max_tokens=kwargs.get("max_new_tokens", self.config.max_new_tokens),
-        )
-        return params
 
     def _generate(
         self,

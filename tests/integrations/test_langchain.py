@@ -14,17 +14,6 @@ from pydantic import ValidationError
 
 from rain_integrations.langchain import ChatRain, RainGuard, RainLLM
 from rain_search.errors import ConfigError
-from rain_search.search import RainGenerator
-
-
-def no_e(text: str) -> float:
-    return -1.0 if "e" in text else 1.0
-
-
-@pytest.fixture
-def generator(tiny_llama) -> RainGenerator:
-    model, tokenizer = tiny_llama
-    return RainGenerator(model, tokenizer, "fast", evaluator=no_e, embedder="hidden")
 
 
 @pytest.fixture
@@ -146,7 +135,7 @@ def test_chat_model_with_system_and_history(generator) -> None:
     assert sum(1 for c in streamed if c.usage_metadata) == 1
 
 
-def test_guard_passes_good_text_and_replaces_bad(generator) -> None:
+def test_guard_passes_good_text_and_replaces_bad(generator, no_e) -> None:
     guard = RainGuard(evaluator=no_e, replacement="[removed]")
     assert guard.invoke("the good stuff") == "[removed]"
     assert guard.invoke("a calm hydrant") == "a calm hydrant"
@@ -157,7 +146,7 @@ def test_guard_passes_good_text_and_replaces_bad(generator) -> None:
     assert annotated["text"] == "hey" and annotated["rain_guard"]["action"] == "annotate"
 
 
-def test_guard_regenerates_with_rain(generator) -> None:
+def test_guard_regenerates_with_rain(generator, no_e) -> None:
     llm = RainLLM.from_generator(generator, max_new_tokens=6)
     guard = RainGuard(llm=llm, evaluator=no_e, policy="regenerate", replacement="[removed]")
     out = guard.invoke({"text": "eeee", "prompt": "say something"})
@@ -165,7 +154,7 @@ def test_guard_regenerates_with_rain(generator) -> None:
     assert "e" not in out["text"] or out["text"] == "[removed]"
 
 
-def test_guard_wraps_a_tool_and_composes_in_lcel(generator) -> None:
+def test_guard_wraps_a_tool_and_composes_in_lcel(generator, no_e) -> None:
     @tool
     def lookup(query: str) -> str:
         """Look something up."""
@@ -182,7 +171,7 @@ def test_guard_wraps_a_tool_and_composes_in_lcel(generator) -> None:
     assert chain.invoke({"query": "x"}) == "result for x"
 
 
-def test_guard_configuration_errors() -> None:
+def test_guard_configuration_errors(no_e) -> None:
     with pytest.raises(ValidationError, match="needs llm= .* or evaluator="):
         RainGuard()
     with pytest.raises(ValidationError, match="regenerate' needs llm="):

@@ -12,17 +12,6 @@ from llama_index.core.llms import ChatMessage, MessageRole
 from pydantic import ValidationError
 
 from rain_integrations.llama_index import Rain
-from rain_search.search import RainGenerator
-
-
-def no_e(text: str) -> float:
-    return -1.0 if "e" in text else 1.0
-
-
-@pytest.fixture
-def generator(tiny_llama) -> RainGenerator:
-    model, tokenizer = tiny_llama
-    return RainGenerator(model, tokenizer, "fast", evaluator=no_e, embedder="hidden")
 
 
 @pytest.fixture
