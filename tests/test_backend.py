@@ -9,6 +9,7 @@ from rain_search.backends.base import ExpandRequest
 from rain_search.backends.hf import HFBackend
 from rain_search.backends.judge import HFJudge, label_token_id
 from rain_search.errors import TemplateError
+from rain_search.evaluators import ModelEvaluator
 from rain_search.stats import Counters
 from rain_search.templates import load_template
 
@@ -140,3 +141,18 @@ def test_multi_token_label_is_a_clear_error(tiny_llama) -> None:
     _, tokenizer = tiny_llama
     with pytest.raises(TemplateError, match="not a single token"):
         label_token_id(tokenizer, "The answer is: ", "Yes")
+
+
+def test_model_evaluator_caches_by_text_and_hard_votes(tiny_llama) -> None:
+    model, tokenizer = tiny_llama
+    soft = ModelEvaluator(model, tokenizer, "truthful")
+    direct = HFJudge(model, tokenizer, load_template("truthful"), Counters())
+    responses = ["Water boils at 100 C at sea level.", "The moon is cheese."]
+    assert soft.score("Tell me a fact.", responses) == pytest.approx(
+        direct.score("Tell me a fact.", responses), abs=ATOL
+    )
+    calls = soft.counters.forward_calls
+    soft.score("Tell me a fact.", responses[:1])
+    assert soft.counters.forward_calls == calls and soft.counters.cache_hits == 1
+    hard = ModelEvaluator(model, tokenizer, "truthful", votes="hard")
+    assert set(hard.score("Tell me a fact.", responses)) <= {-1.0, 0.0, 1.0}
