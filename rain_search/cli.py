@@ -50,6 +50,14 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
     generate = commands.add_parser("generate", help="answer a prompt with RAIN")
     add_generation_options(generate)
+    generate.add_argument(
+        "--explain",
+        action="store_true",
+        help="print the search tree: each step's candidates and the kept one",
+    )
+    generate.add_argument(
+        "--explain-image", metavar="PATH", help="draw the search tree to PATH (.png, .svg or .pdf)"
+    )
     generate.set_defaults(run=run_generate)
     compare = commands.add_parser("compare", help="vanilla decoding and RAIN side by side")
     add_generation_options(compare)
@@ -101,6 +109,11 @@ def run_generate(args: argparse.Namespace) -> int:
     else:
         print(result.text)
         print(format_stats(result), file=sys.stderr)
+    if args.explain:
+        print(result.explain(), file=sys.stderr if args.json else sys.stdout)
+    if args.explain_image:
+        result.plot_tree(args.explain_image)
+        print(f"rain: search tree drawn to {args.explain_image}", file=sys.stderr)
     return 0
 
 

@@ -12,6 +12,19 @@ FinishReason = Literal["eos", "stop", "length", "budget"]
 
 
 @dataclass
+class Candidate:
+    """One child of the root when a step was committed: what the search weighed."""
+
+    text: str
+    token_ids: tuple[int, ...]
+    visits: float
+    real_visits: int
+    value: float
+    prior: float
+    chosen: bool
+
+
+@dataclass
 class StepStats:
     """One committed token set and the search that chose it."""
 
@@ -30,6 +43,7 @@ class StepStats:
     early_stopped: bool
     tree_size: int
     wall_time: float
+    candidates: list[Candidate] = field(default_factory=list)
 
 
 @dataclass
@@ -84,6 +98,18 @@ class RainResult:
             "wall_time": self.wall_time,
             "seed": self.seed,
         }
+
+    def explain(self) -> str:
+        """The search step by step as a text tree: what was weighed, what was kept."""
+        from rain_search.explain import explain_text
+
+        return explain_text(self)
+
+    def plot_tree(self, path: str) -> None:
+        """Draw the search as an image (PNG, SVG or PDF by ``path``'s suffix)."""
+        from rain_search.explain import plot_tree
+
+        plot_tree(self, path)
 
     def to_dict(self) -> dict[str, Any]:
         """Everything, JSON-serialisable."""

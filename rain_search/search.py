@@ -33,7 +33,7 @@ from rain_search.evaluators import (
     make_evaluator,
 )
 from rain_search.models import context_window, format_prompt, load_model
-from rain_search.result import FinishReason, RainResult, StepStats
+from rain_search.result import Candidate, FinishReason, RainResult, StepStats
 from rain_search.stats import Counters
 from rain_search.templates import EvalTemplate
 from rain_search.tree import (
@@ -295,6 +295,7 @@ class TreeSearch:
                     stopped_early,
                     count_nodes(root),
                     time.perf_counter() - step_start,
+                    self.candidates(root, child),
                 )
             )
             self.nodes_expanded, shown = 0, text
@@ -336,6 +337,21 @@ class TreeSearch:
             self.iterate(root)
             fresh += 1
         return fresh, False
+
+    def candidates(self, root: Node, chosen: Node) -> list[Candidate]:
+        """The root's children at commit time, for :meth:`RainResult.explain`."""
+        return [
+            Candidate(
+                self.backend.decode(child.token_ids),
+                child.token_ids,
+                child.n,
+                child.fn,
+                child.q,
+                child.prior,
+                child is chosen,
+            )
+            for child in root.children
+        ]
 
     def spent_budget(self) -> str:
         """Why the answer must stop now (empty while the budgets last)."""

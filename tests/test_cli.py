@@ -43,6 +43,18 @@ def test_generate_json_with_a_keyword_evaluator(capsys, model_dir) -> None:
     assert "rain: step 1:" in err  # progress goes to stderr
 
 
+def test_generate_explain_prints_the_tree(capsys, model_dir, tmp_path) -> None:
+    args = ["generate", "Say something.", "--model", model_dir, "--device", "cpu", "--quiet"]
+    args += ["--preset", "fast", "--max-new-tokens", "4", "--evaluator", "avoid:e"]
+    image = tmp_path / "tree.png"
+    code, out, err = run(
+        capsys, *args, "--embedder", "hidden", "--explain", "--explain-image", str(image)
+    )
+    assert code == 0
+    assert "RAIN search:" in out and "✓ kept" in out
+    assert image.stat().st_size > 1000 and "search tree drawn to" in err
+
+
 def test_compare_prints_both_and_the_ratio(capsys, model_dir) -> None:
     args = ["compare", "Hi", "--model", model_dir, "--device", "cpu", "--preset", "fast"]
     code, out, _ = run(capsys, *args, "--max-new-tokens", "4", "--evaluator", "avoid:x", "--quiet")

@@ -229,3 +229,17 @@ def test_timeout_still_commits_one_searched_step() -> None:
     assert result.finish_reason == "budget"
     assert len(result.steps) == 1 and result.steps[0].iterations == 1
     assert "timeout" in result.warnings[0]
+
+
+def test_explain_shows_each_step_candidates_and_the_rewound_ones(tmp_path) -> None:
+    _, result = run(RainConfig(max_new_tokens=7, seed=1))
+    text = result.explain()
+    assert text.splitlines()[0] == "RAIN search: 3 steps, finish=length"
+    assert text.count("✓ kept") == 3  # one kept candidate per step
+    first = result.steps[0]
+    assert [c.chosen for c in first.candidates].count(True) == 1
+    bad = next(c for c in first.candidates if c.text == "bad")
+    assert bad.value < 0 and not bad.chosen  # the greedy favourite was judged bad and dropped
+    assert "'bad'" in text and "✗ rewound: judged bad" in text
+    result.plot_tree(str(tmp_path / "tree.png"))
+    assert (tmp_path / "tree.png").read_bytes()[:4] == b"\x89PNG"

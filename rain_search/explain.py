@@ -1,0 +1,110 @@
+"""Showing a RAIN run: the candidates each step weighed, and which one it kept.
+
+A user sees *why* the search rewound: a candidate the model liked (high
+prior) but the judge scored low gathers few visits and is dropped, and the
+committed set is the most visited one.
+"""
+
+from __future__ import annotations
+
+from rain_search.result import Candidate, RainResult
+
+BAR = 12
+GREY = (0.8, 0.8, 0.8)
+
+
+def explain_text(result: RainResult) -> str:
+    """One block per committed step, candidates sorted by visits, the kept one marked."""
+    if not result.steps:
+        return f"[{result.mode}] no search tree: {result.completion_tokens} tokens decoded directly"
+    lines = [f"RAIN search: {len(result.steps)} steps, finish={result.finish_reason}"]
+    for step in result.steps:
+        early = ", early stop" if step.early_stopped else ""
+        lines.append(
+            f"step {step.index + 1}: kept {step.text!r} after {step.iterations} iterations "
+            f"({step.inherited_visits} visits inherited{early})"
+        )
+        ranked = sorted(step.candidates, key=lambda c: (-c.visits, -c.value))
+        most = max((c.visits for c in ranked), default=1.0) or 1.0
+        for i, candidate in enumerate(ranked):
+            branch = "└─" if i == len(ranked) - 1 else "├─"
+            lines.append(f"  {branch} {_describe(candidate, most)}")
+    return "\n".join(lines)
+
+
+def _describe(candidate: Candidate, most_visits: float) -> str:
+    bar = "█" * round(BAR * candidate.visits / most_visits)
+    if candidate.chosen:
+        mark = "✓ kept"
+    elif candidate.real_visits and candidate.value < 0:
+        mark = "✗ rewound: judged bad"
+    else:
+        mark = "not kept" if candidate.real_visits else "unvisited"
+    return (
+        f"{candidate.text!r:<28} visits {candidate.visits:5.1f} {bar:<{BAR}} "
+        f"value {candidate.value:+.2f} prior {candidate.prior:.2f}  {mark}"
+    )
+
+
+def plot_tree(result: RainResult, path: str) -> None:
+    """Steps left to right; each candidate a dot sized by visits and coloured by value."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise ImportError(
+            "drawing the search tree needs matplotlib: pip install 'rain[docs]' or matplotlib"
+        ) from exc
+    steps = result.steps
+    height = max((len(s.candidates) for s in steps), default=1)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.9 * len(steps)), max(3.0, 0.45 * height + 1.5)))
+    kept_xy = []
+    for x, step in enumerate(steps):
+        ranked = sorted(step.candidates, key=lambda c: (-c.visits, -c.value))
+        most = max((c.visits for c in ranked), default=1.0) or 1.0
+        for y, candidate in enumerate(ranked):
+            ax.scatter(
+                x,
+                -y,
+                s=60 + 500 * candidate.visits / most,
+                c=[[*(_colour(candidate.value) if candidate.real_visits else GREY)]],
+                edgecolors="black" if candidate.chosen else "none",
+                linewidths=2,
+                zorder=3,
+            )
+            label = candidate.text.replace("\n", "\\n")[:18]
+            ax.annotate(
+                label,
+                (x, -y),
+                xytext=(14, -3),
+                textcoords="offset points",
+                fontsize=7,
+                fontweight="bold" if candidate.chosen else "normal",
+            )
+            if candidate.chosen:
+                kept_xy.append((x, -y))
+    if kept_xy:
+        xs, ys = zip(*kept_xy, strict=True)
+        ax.plot(xs, ys, color="black", linewidth=1, zorder=2)
+    ax.set_xticks(range(len(steps)), [f"step {s.index + 1}" for s in steps], fontsize=8)
+    ax.set_yticks([])
+    ax.set_xlim(-0.5, len(steps) - 0.2)
+    ax.set_ylim(-height + 0.4, 0.6)
+    ax.set_title(
+        "RAIN search: candidates per step (size = visits, colour = value "
+        "red -1 … green +1, grey = unvisited, outlined = kept)",
+        fontsize=9,
+    )
+    for side in ("top", "right", "left"):
+        ax.spines[side].set_visible(False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _colour(value: float) -> tuple[float, float, float]:
+    """Red at -1, yellow at 0, green at +1."""
+    t = (max(-1.0, min(1.0, value)) + 1) / 2
+    return (min(1.0, 2 * (1 - t)), min(1.0, 2 * t), 0.2)
