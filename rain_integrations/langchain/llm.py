@@ -110,10 +110,9 @@ class RainLLM(LangChainRain, BaseLLM):
 
 
 def _step_chunk(step: StepStats) -> GenerationChunk:
-    return GenerationChunk(
-        text=step.text,
-        generation_info={"step": step.index, "iterations": step.iterations, "value": step.value},
-    )
+    """A committed token set; its statistics arrive with the final chunk, so that
+    LangChain can merge chunks (it cannot merge per-chunk float values)."""
+    return GenerationChunk(text=step.text)
 
 
 def _merge(chunks: list[GenerationChunk]) -> Generation:

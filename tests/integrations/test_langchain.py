@@ -46,6 +46,11 @@ def test_invoke_matches_the_core_and_reports_statistics(llm, generator) -> None:
 
 def test_stream_emits_committed_sets_and_callbacks(llm) -> None:
     handler = Tokens()
+    story = "Tell me a story."
+    chunks = list(llm.stream(story, max_new_tokens=16, config={"callbacks": [handler]}))
+    assert len(chunks) == 5  # four committed sets, merged into one generation, then the end
+    assert "".join(chunks) == llm.invoke(story, max_new_tokens=16)
+    handler.tokens.clear()
     chunks = list(llm.stream("Hello", config={"callbacks": [handler]}))
     assert "".join(chunks) == llm.invoke("Hello")
     assert len(chunks) >= 2 and chunks[-1] == ""  # the last chunk closes with the metadata
