@@ -14,6 +14,7 @@ from typing import Any
 
 from rain_search.config import PRESETS, RainConfig
 from rain_search.errors import (
+    Cancelled,
     ConfigError,
     EvaluatorError,
     ModelLoadError,
@@ -24,7 +25,9 @@ from rain_search.errors import (
 
 _LAZY = {
     "RainGenerator": "rain_search.search",
+    "RainStream": "rain_search.search",
     "TreeSearch": "rain_search.search",
+    "Candidate": "rain_search.result",
     "RainResult": "rain_search.result",
     "StepStats": "rain_search.result",
     "EvalTemplate": "rain_search.templates",
@@ -41,6 +44,7 @@ _LAZY = {
 
 __all__ = [
     "PRESETS",
+    "Cancelled",
     "ConfigError",
     "EvaluatorError",
     "ModelLoadError",

@@ -40,3 +40,21 @@ def test_docs_build_strict(tmp_path: Path) -> None:
 
     os.chdir(ROOT)
     build(load_config(str(ROOT / "mkdocs.yml"), site_dir=str(tmp_path / "site"), strict=True))
+
+
+def test_configuration_page_covers_every_field() -> None:
+    from rain_search.config import PRESETS, RainConfig
+
+    page = (ROOT / "docs" / "configuration.md").read_text()
+    missing = [name for name in [*RainConfig.model_fields, *PRESETS] if f"`{name}`" not in page]
+    assert not missing, f"docs/configuration.md does not describe {missing}"
+
+
+def test_templates_page_shows_every_builtin_in_full() -> None:
+    from rain_search.templates import builtin_names, load_template
+
+    page = " ".join((ROOT / "docs" / "templates.md").read_text().split())
+    for name in builtin_names():
+        template = load_template(name)
+        for text in (template.instruction, template.question, template.good_option):
+            assert " ".join(text.split()) in page, f"{name}: {text[:40]!r} not on the page"

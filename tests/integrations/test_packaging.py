@@ -27,7 +27,6 @@ def test_each_adapter_imports_only_its_framework() -> None:
     assert "langchain_core" not in imported_after("import rain_integrations.llama_index")
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("script", sorted(p.name for p in (ROOT / "examples").glob("*.py")))
 def test_example_runs(script: str) -> None:
     done = subprocess.run(
