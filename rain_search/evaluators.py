@@ -157,11 +157,13 @@ class SelfEvaluator(TemplateEvaluator):
 
 
 def make_evaluator(
-    spec: str | Evaluator | Callable[..., float] | None, template: str | EvalTemplate | None
+    spec: str | Evaluator | Callable[..., float] | None,
+    template: str | EvalTemplate | None,
+    votes: str = "soft",
 ) -> Evaluator:
     """Resolve the ``evaluator`` argument of the generator and the CLI."""
     if spec is None or spec == "self":
-        return SelfEvaluator(template or "harmless")
+        return SelfEvaluator(template or "harmless", votes=votes)
     if template is not None:
         raise ConfigError(
             "a template was given together with a ready evaluator, which would ignore it; "

@@ -76,7 +76,7 @@ class RainGenerator:
         self.tokenizer = tokenizer
         self.config = resolve_config(config)
         self.backend = HFBackend(model, tokenizer)
-        self.evaluator = make_evaluator(evaluator, template)
+        self.evaluator = make_evaluator(evaluator, template, self.config.votes)
         if isinstance(self.evaluator, SelfEvaluator):
             self.evaluator.bind(model, tokenizer)
         self.embedder = make_embedder(embedder, model=model, tokenizer=tokenizer)
@@ -135,6 +135,12 @@ class RainGenerator:
         """
         config = config or self.config
         config = config.merged(**overrides) if overrides else config
+        if config.votes != self.config.votes:
+            raise ConfigError(
+                f"votes={config.votes!r} differs from the {self.config.votes!r} this generator's "
+                "judge was built with; build the generator with that config, or pass "
+                f"evaluator=SelfEvaluator(template, votes={config.votes!r})"
+            )
         prompt_ids, judge_prompt = self.encode(prompt, system)
         budget, warnings = self.fit_context(len(prompt_ids), config.max_new_tokens)
         search = TreeSearch(

@@ -7,7 +7,8 @@ import threading
 
 import pytest
 
-from rain_search.errors import Cancelled
+from rain_search.config import RainConfig
+from rain_search.errors import Cancelled, ConfigError
 from rain_search.search import RainGenerator
 
 
@@ -92,3 +93,12 @@ def test_cancelling_an_async_consumer_stops_the_search_and_frees_the_generator(g
     worker.start()
     worker.join(timeout=60)
     assert done, "the cancelled search released the generator"
+
+
+def test_votes_configures_the_self_evaluator(tiny_llama) -> None:
+    model, tokenizer = tiny_llama
+    hard = RainGenerator(model, tokenizer, RainConfig(votes="hard"), embedder="hidden")
+    assert hard.evaluator.votes == "hard"
+    assert set(hard.evaluator.score("Hi", ["Hello.", "Go away."])) <= {-1.0, 0.0, 1.0}
+    with pytest.raises(ConfigError, match="votes='soft' differs"):
+        hard.generate("Hi", votes="soft")
