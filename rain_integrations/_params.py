@@ -67,6 +67,7 @@ class RainParams(BaseModel):
     )
 
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+    _built_here: bool = PrivateAttr(default=False)
 
     @model_validator(mode="before")
     @classmethod
@@ -118,13 +119,14 @@ class RainParams(BaseModel):
                     template=self.template,
                     embedder=self.embedder,
                 )
+                self._built_here = True
             return self.generator
 
     @property
     def model_name(self) -> str:
         if self.model_id is not None:
             return self.model_id
-        if self.generator is not None:
+        if self.generator is not None and not self._built_here:
             return str(getattr(self.generator.model, "name_or_path", "") or "custom")
         from rain_search.models import EMBEDDED_MODEL_NAME
 

@@ -119,6 +119,9 @@ def test_identifying_params_and_type(llm) -> None:
     assert params["max_new_tokens"] == 8 and params["num_children"] == 4
     assert llm._llm_type == "rain"
     assert RainLLM().model_name == "SmolLM2-135M-Instruct"  # lazy: nothing loaded yet
+    loaded = RainLLM(model_id=None, embedder="hidden")
+    loaded.rain  # noqa: B018 - builds the generator
+    assert loaded.model_name == "SmolLM2-135M-Instruct"  # still the name, not the cache path
 
 
 def test_chat_model_with_system_and_history(generator) -> None:
