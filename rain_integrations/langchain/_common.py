@@ -1,7 +1,8 @@
-"""What RainLLM and ChatRain share on the LangChain side: tracing parameters."""
+"""What RainLLM and ChatRain share on the LangChain side: streaming and tracing."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from langchain_core.language_models.base import LangSmithParams
@@ -10,7 +11,37 @@ from rain_integrations._params import RainParams
 
 
 class LangChainRain(RainParams):
-    """RainParams plus the LangSmith parameters both LangChain models report."""
+    """RainParams plus streaming and the LangSmith parameters of both LangChain models.
+
+    Subclasses say how a committed step and the closing metadata become their
+    kind of chunk (``_step_chunk``, ``_final_chunk``).
+    """
+
+    def _step_chunk(self, step: Any) -> Any:
+        raise NotImplementedError
+
+    def _final_chunk(self, result: Any) -> Any:
+        raise NotImplementedError
+
+    def _chunks(self, stream: Any, run_manager: Any) -> Iterator[Any]:
+        """Each committed step as a chunk (told to the callbacks), then the closing chunk."""
+        try:
+            for step in stream:
+                chunk = self._step_chunk(step)
+                if run_manager is not None:
+                    run_manager.on_llm_new_token(step.text, chunk=chunk)
+                yield chunk
+        finally:
+            stream.close()  # an abandoned stream stops the search now
+        yield self._final_chunk(stream.result)
+
+    async def _achunks(self, stream: Any, run_manager: Any) -> AsyncIterator[Any]:
+        async for step in stream:
+            chunk = self._step_chunk(step)
+            if run_manager is not None:
+                await run_manager.on_llm_new_token(step.text, chunk=chunk)
+            yield chunk
+        yield self._final_chunk(stream.result)
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         params = super()._get_ls_params(stop=stop, **kwargs)  # type: ignore[misc]

@@ -60,16 +60,7 @@ class ChatRain(LangChainRain, BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        stream = self._start(messages, stop, kwargs)
-        try:
-            for step in stream:
-                chunk = ChatGenerationChunk(message=AIMessageChunk(content=step.text))
-                if run_manager is not None:
-                    run_manager.on_llm_new_token(step.text, chunk=chunk)
-                yield chunk
-        finally:
-            stream.close()
-        yield self._final_chunk(stream.result)
+        yield from self._chunks(self._start(messages, stop, kwargs), run_manager)
 
     async def _astream(
         self,
@@ -78,16 +69,14 @@ class ChatRain(LangChainRain, BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        stream = self._start(messages, stop, kwargs)
-        async for step in stream:
-            chunk = ChatGenerationChunk(message=AIMessageChunk(content=step.text))
-            if run_manager is not None:
-                await run_manager.on_llm_new_token(step.text, chunk=chunk)
+        async for chunk in self._achunks(self._start(messages, stop, kwargs), run_manager):
             yield chunk
-        yield self._final_chunk(stream.result)
 
     def _start(self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict) -> Any:
         return self.open_stream(to_chat(messages), stop, kwargs)
+
+    def _step_chunk(self, step: Any) -> ChatGenerationChunk:
+        return ChatGenerationChunk(message=AIMessageChunk(content=step.text))
 
     def _final_chunk(self, result: Any) -> ChatGenerationChunk:
         usage = token_usage(result)

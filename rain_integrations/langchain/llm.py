@@ -70,16 +70,7 @@ class RainLLM(LangChainRain, BaseLLM):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[GenerationChunk]:
-        stream = self.open_stream(prompt, stop, kwargs)
-        try:
-            for step in stream:
-                chunk = _step_chunk(step)
-                if run_manager is not None:
-                    run_manager.on_llm_new_token(chunk.text, chunk=chunk)
-                yield chunk
-        finally:
-            stream.close()
-        yield self._final_chunk(stream.result)
+        yield from self._chunks(self.open_stream(prompt, stop, kwargs), run_manager)
 
     async def _astream(
         self,
@@ -88,13 +79,13 @@ class RainLLM(LangChainRain, BaseLLM):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[GenerationChunk]:
-        stream = self.open_stream(prompt, stop, kwargs)
-        async for step in stream:
-            chunk = _step_chunk(step)
-            if run_manager is not None:
-                await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+        async for chunk in self._achunks(self.open_stream(prompt, stop, kwargs), run_manager):
             yield chunk
-        yield self._final_chunk(stream.result)
+
+    def _step_chunk(self, step: StepStats) -> GenerationChunk:
+        """A committed token set; its statistics arrive with the final chunk, so that
+        LangChain can merge chunks (it cannot merge per-chunk float values)."""
+        return GenerationChunk(text=step.text)
 
     def _final_chunk(self, result: Any) -> GenerationChunk:
         """An empty chunk closing the stream with the whole answer's metadata."""
@@ -107,12 +98,6 @@ class RainLLM(LangChainRain, BaseLLM):
             for key, value in (generation.generation_info or {}).get("token_usage", {}).items():
                 usage[key] += value
         return {"token_usage": usage, "model_name": self.model_name}
-
-
-def _step_chunk(step: StepStats) -> GenerationChunk:
-    """A committed token set; its statistics arrive with the final chunk, so that
-    LangChain can merge chunks (it cannot merge per-chunk float values)."""
-    return GenerationChunk(text=step.text)
 
 
 def _merge(chunks: list[GenerationChunk]) -> Generation:
