@@ -232,6 +232,20 @@ def from_mapping(data: Mapping[str, Any], source: str) -> EvalTemplate:
         raise TemplateError(f"{source} is invalid: {problems}") from None
 
 
+class _Dumper(yaml.SafeDumper):
+    """Long strings as folded blocks: no quoting or escaped apostrophes in prose."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else (">" if len(value) > 80 else None)
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _represent_str)
+
+
 def dump_template(template: EvalTemplate) -> str:
     """YAML text that :func:`load_template` reads back to an equal template."""
-    return yaml.safe_dump(template.to_dict(), sort_keys=False, allow_unicode=True, width=100)
+    return yaml.dump(
+        template.to_dict(), Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100
+    )
