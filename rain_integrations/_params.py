@@ -9,13 +9,13 @@ or configuration override the same way. Nothing here imports a framework.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from rain_search.config import RainConfig
-from rain_search.errors import ConfigError
+from rain_search.errors import ConfigError, PromptError
 from rain_search.result import RainResult
 from rain_search.templates import EvalTemplate, load_template
 
@@ -179,3 +179,18 @@ def token_usage(result: RainResult) -> dict[str, int]:
         "completion_tokens": result.completion_tokens,
         "total_tokens": result.prompt_tokens + result.completion_tokens,
     }
+
+
+def chat_messages(
+    messages: Iterable[tuple[str, str]], roles: Mapping[str, str], adapter: str
+) -> list[dict[str, str]]:
+    """(framework role, text) pairs as role/content dicts for the model's chat template."""
+    chat = []
+    for kind, content in messages:
+        if kind not in roles:
+            raise PromptError(
+                f"{adapter} cannot send a {kind!r} message to the model; use "
+                f"{', '.join(roles)} messages"
+            )
+        chat.append({"role": roles[kind], "content": content})
+    return chat

@@ -11,9 +11,8 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 
-from rain_integrations._params import search_metadata, token_usage
+from rain_integrations._params import chat_messages, search_metadata, token_usage
 from rain_integrations.langchain._common import LangChainRain
-from rain_search.errors import PromptError
 
 ROLES = {"system": "system", "human": "user", "ai": "assistant", "tool": "user"}
 
@@ -95,16 +94,7 @@ class ChatRain(LangChainRain, BaseChatModel):
 
 def to_chat(messages: list[BaseMessage]) -> list[dict[str, str]]:
     """LangChain messages as role/content dicts for the model's chat template."""
-    chat = []
-    for message in messages:
-        role = ROLES.get(message.type)
-        if role is None:
-            raise PromptError(
-                f"ChatRain cannot send a {message.type!r} message to the model; use system, "
-                "human, AI or tool messages"
-            )
-        chat.append({"role": role, "content": message.text})
-    return chat
+    return chat_messages(((m.type, m.text) for m in messages), ROLES, "ChatRain")
 
 
 def _result(chunks: list[ChatGenerationChunk]) -> ChatResult:

@@ -20,16 +20,15 @@ from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_ca
 from llama_index.core.llms.custom import CustomLLM
 from pydantic import model_validator
 
-from rain_integrations._params import RainParams, search_metadata, token_usage
-from rain_search.errors import PromptError
+from rain_integrations._params import RainParams, chat_messages, search_metadata, token_usage
 from rain_search.models import context_window
 
 ROLES = {
-    MessageRole.SYSTEM: "system",
-    MessageRole.DEVELOPER: "system",
-    MessageRole.USER: "user",
-    MessageRole.ASSISTANT: "assistant",
-    MessageRole.TOOL: "user",
+    MessageRole.SYSTEM.value: "system",
+    MessageRole.DEVELOPER.value: "system",
+    MessageRole.USER.value: "user",
+    MessageRole.ASSISTANT.value: "assistant",
+    MessageRole.TOOL.value: "user",
 }
 
 
@@ -145,16 +144,9 @@ class Rain(RainParams, CustomLLM):
 
 
 def to_chat(messages: Sequence[ChatMessage]) -> list[dict[str, str]]:
-    chat = []
-    for message in messages:
-        role = ROLES.get(message.role)
-        if role is None:
-            raise PromptError(
-                f"Rain cannot send a {message.role.value!r} message to the model; use system, "
-                "user, assistant or tool messages"
-            )
-        chat.append({"role": role, "content": message.content or ""})
-    return chat
+    """LlamaIndex messages as role/content dicts for the model's chat template."""
+    pairs = ((m.role.value, m.content or "") for m in messages)
+    return chat_messages(pairs, ROLES, "Rain")
 
 
 def _raw(result: Any) -> dict[str, Any]:
