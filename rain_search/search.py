@@ -178,17 +178,19 @@ class RainGenerator:
         prompt_ids, _ = self.encode(prompt, system)
         budget, warnings = self.fit_context(len(prompt_ids), config.max_new_tokens)
         seed = draw_seed(config.seed)
-        start, before = time.perf_counter(), self.backend.counters.copy()
         stops = Stops(self.backend, config.all_stops)
-        token_ids = self.backend.vanilla(
-            prompt_ids,
-            budget,
-            make_generator(seed, self.backend.device),
-            do_sample=do_sample,
-            temperature=config.temperature,
-            top_k=config.top_k,
-            should_stop=stops.found,
-        )
+        with self._lock:  # the counters are shared with searches on this generator
+            start, before = time.perf_counter(), self.backend.counters.copy()
+            token_ids = self.backend.vanilla(
+                prompt_ids,
+                budget,
+                make_generator(seed, self.backend.device),
+                do_sample=do_sample,
+                temperature=config.temperature,
+                top_k=config.top_k,
+                should_stop=stops.found,
+            )
+            cost = self.backend.counters - before
         text, finish = stops.finish(token_ids, self.backend.eos_token_ids, budget)
         return RainResult(
             text,
@@ -196,7 +198,7 @@ class RainGenerator:
             len(prompt_ids),
             finish,
             "vanilla",
-            self.backend.counters - before,
+            cost,
             time.perf_counter() - start,
             seed,
             warnings=warnings,
