@@ -21,6 +21,7 @@ from typing import Protocol, runtime_checkable
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rain_search.backends.judge import HFJudge
+from rain_search.backends.reencode import ReencodeJudge
 from rain_search.errors import ConfigError, EvaluatorError
 from rain_search.stats import Counters
 from rain_search.templates import EvalTemplate, load_template
@@ -119,9 +120,16 @@ class TemplateEvaluator(CachedEvaluator):
         self.name = f"{type(self).__name__}({self.template.name})"
         self._judge: HFJudge | None = None
 
-    def bind(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
-        """Attach the judging model; checks the option labels against its tokenizer now."""
-        self._judge = HFJudge(model, tokenizer, self.template, self.counters, votes=self.votes)
+    def bind(
+        self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *, kv_cache: bool = True
+    ) -> None:
+        """Attach the judging model; checks the option labels against its tokenizer now.
+
+        ``kv_cache=False`` re-encodes the whole judge prompt for every judgment
+        (the benchmarks' baseline).
+        """
+        judge = HFJudge if kv_cache else ReencodeJudge
+        self._judge = judge(model, tokenizer, self.template, self.counters, votes=self.votes)
 
     def warm_up(self) -> None:
         """Encode the template's fixed part now rather than on the first judgment."""

@@ -22,6 +22,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rain_search.backends.base import PUNCTUATION, Backend, ExpandRequest
 from rain_search.backends.hf import HFBackend
+from rain_search.backends.reencode import ReencodeBackend
 from rain_search.config import RainConfig
 from rain_search.embeddings import Embedder, make_embedder
 from rain_search.errors import Cancelled, ConfigError, PromptError
@@ -60,6 +61,11 @@ class RainGenerator:
     >>> model, tokenizer = load_model()                       # doctest: +SKIP
     >>> gen = RainGenerator(model, tokenizer, "fast")          # doctest: +SKIP
     >>> print(gen.generate("How do I pick a lock?").text)      # doctest: +SKIP
+
+    ``kv_cache=False`` re-encodes the whole text for every candidate, rollout
+    and judgment instead of sharing one cache along the tree: many times
+    slower, but it works for models whose cache cannot be cut and joined, and
+    it is the baseline the benchmarks measure the cached search against.
     """
 
     def __init__(
@@ -71,14 +77,16 @@ class RainGenerator:
         evaluator: str | Evaluator | Callable[..., float] | None = None,
         template: str | EvalTemplate | None = None,
         embedder: str | Embedder | None = "minilm",
+        kv_cache: bool = True,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.config = resolve_config(config)
-        self.backend = HFBackend(model, tokenizer)
+        # kv_cache=False: re-encode the whole text for every candidate and judgment.
+        self.backend = (HFBackend if kv_cache else ReencodeBackend)(model, tokenizer)
         self.evaluator = make_evaluator(evaluator, template, self.config.votes)
         if isinstance(self.evaluator, SelfEvaluator):
-            self.evaluator.bind(model, tokenizer)
+            self.evaluator.bind(model, tokenizer, kv_cache=kv_cache)
         self.embedder = make_embedder(embedder, model=model, tokenizer=tokenizer)
         # One search at a time per generator: they share the model's counters.
         self._lock = threading.RLock()

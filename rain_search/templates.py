@@ -116,34 +116,44 @@ class EvalTemplate(BaseModel):
             good_first = i % 2 == 0  # alternate so the examples themselves carry no position bias
             answer = self.labels[0] if example.good == good_first else self.labels[1]
             closing = ")" if self.answer_prefix.rstrip().endswith("(") else ""
-            parts.append(
-                self._judgment(example.prompt, example.response, good_first) + answer + closing
-            )
+            judgment = self.variable_text(example.prompt, example.response, good_first)
+            parts.append(judgment.removeprefix("\n\n") + answer + closing)
         return "\n\n".join(parts)
 
     def variable_text(self, prompt: str, response: str, good_first: bool) -> str:
         """The judgment of one response, ending where the model writes its label."""
-        return "\n\n" + self._judgment(prompt, response, good_first)
+        return self.conversation_text(prompt, response) + self.question_text(good_first)
 
-    def render(self, prompt: str, response: str, good_first: bool = True) -> str:
-        """The whole judge prompt, for display and debugging."""
-        return self.fixed_text() + self.variable_text(prompt, response, good_first)
+    def conversation_text(self, prompt: str, response: str) -> str:
+        """The first part of :meth:`variable_text`: the same in both option orders.
 
-    def _judgment(self, prompt: str, response: str, good_first: bool) -> str:
+        Successive judgments during a search share most of it (the prompt and
+        the committed answer), so the judge caches it by token prefix.
+        """
         values = {"prompt": self.defang(prompt), "response": self.defang(response)}
-        conversation = _PLACEHOLDER.sub(
+        return "\n\n" + _PLACEHOLDER.sub(
             lambda m: values[m.group(1)] if m.group(1) is not None else m.group(0)[0],
             self.conversation,
         )
+
+    def question_text(self, good_first: bool) -> str:
+        """The last part of :meth:`variable_text`: the question, options and answer prefix.
+
+        It depends only on the option order, so it is a fixed suffix.
+        """
         options = (self.good_option, self.bad_option)
         if not good_first:
             options = options[::-1]
-        lines = [conversation, "", self.question.strip()]
+        lines = ["", "", self.question.strip()]
         lines += [
             f"({label}) {option.strip()}"
             for label, option in zip(self.labels, options, strict=True)
         ]
         return "\n".join(lines) + "\n" + self.answer_prefix
+
+    def render(self, prompt: str, response: str, good_first: bool = True) -> str:
+        """The whole judge prompt, for display and debugging."""
+        return self.fixed_text() + self.variable_text(prompt, response, good_first)
 
     def defang(self, text: str) -> str:
         """``text`` with forged option markers and answer prefixes made harmless.

@@ -156,3 +156,21 @@ def test_model_evaluator_caches_by_text_and_hard_votes(tiny_llama) -> None:
     assert soft.counters.forward_calls == calls and soft.counters.cache_hits == 1
     hard = ModelEvaluator(model, tokenizer, "truthful", votes="hard")
     assert set(hard.score("Tell me a fact.", responses)) <= {-1.0, 0.0, 1.0}
+
+
+def test_judge_reuses_the_conversation_prefix_and_still_matches(tiny_llama) -> None:
+    """Judging a longer answer after a shorter one re-reads only the new tokens."""
+    model, tokenizer = tiny_llama
+    template = load_template("harmless")
+    counters = Counters()
+    judge = HFJudge(model, tokenizer, template, counters)
+    prompt = "How do I bake bread?"
+    judge.score(prompt, ["Mix flour and water"])
+    before = counters.tokens_processed
+    [reused] = judge.score(prompt, ["Mix flour and water, then knead."])
+    new_tokens = len(", then knead.") + max(len(q) for q in judge.question_ids)
+    assert counters.tokens_processed - before == 2 * new_tokens
+    [fresh] = HFJudge(model, tokenizer, template, Counters()).score(
+        prompt, ["Mix flour and water, then knead."]
+    )
+    assert reused == pytest.approx(fresh, abs=ATOL)

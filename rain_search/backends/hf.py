@@ -207,14 +207,17 @@ class HFBackend:
         for proposal in proposals:
             cut = self._cut_at_eos(proposal.token_ids)
             if len(cut) < len(proposal.token_ids):  # an answer ends here: drop the cache past EOS
+                proposal.state = self._trim(proposal.state, len(proposal.token_ids) - len(cut))
                 proposal.token_ids = cut
-                proposal.state = NodeState(
-                    trim_kv(proposal.state.kv, len(cut)), proposal.state.next_log_probs
-                )
             if proposal.token_ids not in seen:
                 seen.add(proposal.token_ids)
                 kept.append(proposal)
         return kept
+
+    def _trim(self, state: NodeState, drop: int) -> NodeState:
+        """``state`` without its last ``drop`` tokens."""
+        kept = state.kv[0][0].shape[-2] - drop
+        return NodeState(trim_kv(state.kv, kept), state.next_log_probs)
 
     def _cut_at_eos(self, token_ids: tuple[int, ...]) -> tuple[int, ...]:
         for index, token in enumerate(token_ids):
