@@ -55,8 +55,9 @@ def test_same_answer_with_and_without_the_kv_cache(tiny_llama, no_e) -> None:
         "fast", max_new_tokens=12, temperature=0.0, rollout_temperature=0.0, seed=0
     )
     results = [
-        RainGenerator(model, tokenizer, config, evaluator=no_e, embedder=None, kv_cache=kv)
-        .generate("Tell me a story.")
+        RainGenerator(
+            model, tokenizer, config, evaluator=no_e, embedder=None, kv_cache=kv
+        ).generate("Tell me a story.")
         for kv in (True, False)
     ]
     assert results[0].token_ids == results[1].token_ids
