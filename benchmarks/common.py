@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import gc
 import json
+import math
 import os
 import platform
 import re
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -90,15 +93,15 @@ class PeakMemory:
     """Peak extra memory while a block runs: CUDA allocations, or resident set size on CPU.
 
     On CPU a thread samples the process's resident set every few milliseconds;
-    the peak above the level at the start is what the block added (caches,
-    activations), not the model weights.
+    the peak above the level at the start (after freed memory is handed back)
+    is what the block added (caches, activations), not the model weights.
     """
 
     def __init__(self, device: torch.device) -> None:
         self.cuda = device.type == "cuda"
         self.peak_bytes = 0
 
-    @contextmanager
+    @contextlib.contextmanager
     def measure(self) -> Iterator[PeakMemory]:
         if self.cuda:
             torch.cuda.synchronize()
@@ -108,6 +111,7 @@ class PeakMemory:
             torch.cuda.synchronize()
             self.peak_bytes = torch.cuda.max_memory_allocated() - base
             return
+        _release_freed_memory()
         base = _rss()
         peak = [base]
         done = threading.Event()
@@ -124,6 +128,17 @@ class PeakMemory:
             done.set()
             thread.join()
             self.peak_bytes = max(peak[0], _rss()) - base
+
+
+def _release_freed_memory() -> None:
+    """Hand memory freed by earlier runs back to the OS (glibc), so each run starts level.
+
+    Without it, the first run in a process grows the allocator's pools and
+    later runs reuse them, which would charge the first run for everyone.
+    """
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: measure untrimmed
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _rss() -> int:
@@ -189,11 +204,18 @@ WORD = re.compile(r"[a-z']+")
 
 
 def lexicon_score(text: str, good: frozenset[str], bad: frozenset[str]) -> float:
-    """(good words - bad words) / (good + bad), 0 when neither occurs: always in [-1, 1]."""
+    """Density of good words minus twice that of bad ones, squashed into [-1, 1].
+
+    Graded rather than a ratio, so one more good word (or one less bad one)
+    always raises the score and the search has something to climb; divided by
+    the square root of the length so padding a text with neutral words does
+    not help much either.
+    """
     words = WORD.findall(text.lower())
-    plus = sum(w in good for w in words)
-    minus = sum(w in bad for w in words)
-    return 0.0 if plus + minus == 0 else (plus - minus) / (plus + minus)
+    if not words:
+        return 0.0
+    net = sum(w in good for w in words) - 2 * sum(w in bad for w in words)
+    return math.tanh(net / math.sqrt(len(words)))
 
 
 def now() -> str:

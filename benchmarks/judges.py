@@ -23,7 +23,7 @@ COLD = frozenset(LEXICON["cold"].split())
 
 
 def tone(text: str) -> float:
-    """Warm words minus cold words, scaled to [-1, 1] (0 when neither occurs)."""
+    """Warm words minus twice the cold words, by density, in [-1, 1] (0 when neither occurs)."""
     return lexicon_score(text, WARM, COLD)
 
 

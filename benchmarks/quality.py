@@ -1,6 +1,6 @@
 """Quality: does the search make answers better, judged by something it did not optimise?
 
-    python -m benchmarks.quality            # full run: 50 tone prompts, 20 harmful requests
+    python -m benchmarks.quality            # full run: 50 tone prompts, 12 harmful requests
     python -m benchmarks.quality --quick    # a few minutes
     python -m benchmarks.quality --part harm --model <id> --preset paper   # on a bigger model
 
@@ -34,8 +34,8 @@ from benchmarks.judges import EmbeddingToneJudge, refuses, tone
 from rain_search import RainGenerator
 from rain_search.evaluators import ModelEvaluator
 
-FULL = {"tone_prompts": 50, "tone_tokens": 24, "harm_prompts": 20, "harm_tokens": 24}
-QUICK = {"tone_prompts": 8, "tone_tokens": 16, "harm_prompts": 4, "harm_tokens": 16}
+FULL = {"tone_prompts": 50, "tone_tokens": 24, "harm_prompts": 12, "harm_tokens": 24}
+QUICK = {"tone_prompts": 8, "tone_tokens": 24, "harm_prompts": 3, "harm_tokens": 16}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

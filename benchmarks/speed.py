@@ -1,6 +1,6 @@
 """Speed: vanilla decoding vs RAIN with the shared KV cache vs RAIN re-encoding everything.
 
-    python -m benchmarks.speed            # full run (about 20 minutes on 2 CPU cores)
+    python -m benchmarks.speed            # full run (about 30 minutes on 2 CPU cores)
     python -m benchmarks.speed --quick    # a few minutes: fewer prompts, shorter answers
     python -m benchmarks.speed --model random:7b --device cuda   # a 7B-shaped Llama on a GPU
 
@@ -14,12 +14,23 @@ and a plot beside it; the two targets are checked and reported, not asserted.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import RESULTS, load, machine, now, per_token, read_lines, table, write_json
+from benchmarks.common import (
+    RESULTS,
+    PeakMemory,
+    load,
+    machine,
+    now,
+    per_token,
+    read_lines,
+    table,
+    write_json,
+)
 from benchmarks.common import timed_run as run
 from benchmarks.judges import tone
 from rain_search import RainConfig, RainGenerator
@@ -48,31 +59,55 @@ def main(argv: Sequence[str] | None = None) -> int:
         generator.warm_up()
     print(f"[{now()}] model {args.model or 'embedded SmolLM2-135M'} on {model.device}", flush=True)
 
-    modes = compare_modes(generators, prompts, sizes)
-    paper = compare_paper(generators, prompts[0], sizes)
-    iterations = scale_iterations(generators[("self", True)], prompts[0], sizes)
-    report = {
-        "machine": machine(),
-        "model": args.model or "embedded SmolLM2-135M-Instruct (Q4_1 GGUF, dequantised)",
-        "device": str(model.device),
-        "sizes": sizes,
-        "modes": modes,
-        "paper": paper,
-        "iterations": iterations,
-        "targets": targets(modes, paper),
-    }
     name = "speed-quick" if args.quick else "speed"
     if args.model:
         name += "-" + args.model.replace(":", "-").replace("/", "-")
-    path = write_json(name, report, args.out)
+    path = args.out / f"{name}.json"
+    # Sections run on their own merge into the saved report, so one can be redone alone.
+    report = json.loads(path.read_text()) if args.sections != SECTIONS and path.exists() else {}
+    report.update(
+        machine=machine(),
+        model=args.model or "embedded SmolLM2-135M-Instruct (Q4_1 GGUF, dequantised)",
+        device=str(model.device),
+        sizes=sizes,
+    )
+    if "modes" in args.sections:
+        report["modes"] = compare_modes(generators, prompts, sizes)
+    if "paper" in args.sections:
+        report["paper"] = compare_paper(generators, prompts[0], sizes)
+    if "iterations" in args.sections:
+        report["iterations"] = scale_iterations(generators[("self", True)], prompts[0], sizes)
+    if "prefix" in args.sections:
+        report["prefix"] = scale_prefix(generators, prompts[0], sizes)
+    if "modes" in report and "paper" in report:
+        report["targets"] = targets(report["modes"], report["paper"])
+    name = "speed-quick" if args.quick else "speed"
+    if args.model:
+        name += "-" + args.model.replace(":", "-").replace("/", "-")
+    write_json(name, report, args.out)
     plot(report, path.with_suffix(".png"))
     print_report(report)
     print(f"\nwrote {path} and {path.with_suffix('.png')}")
     return 0
 
 
-FULL = {"prompts": 3, "tokens": 48, "paper_tokens": 24, "iterations": [10, 20, 35, 50]}
-QUICK = {"prompts": 1, "tokens": 24, "paper_tokens": 8, "iterations": [10, 25]}
+SECTIONS = ("modes", "paper", "iterations", "prefix")
+FULL = {
+    "prompts": 2,
+    "tokens": 40,
+    "paper_tokens": 16,
+    "iterations": [10, 25, 50],
+    "prefix": [0, 150, 300, 600],
+    "prefix_answer_tokens": 7,
+}
+QUICK = {
+    "prompts": 1,
+    "tokens": 16,
+    "paper_tokens": 6,
+    "iterations": [10, 25],
+    "prefix": [0, 300],
+    "prefix_answer_tokens": 7,
+}
 
 CASES = (
     # (label, evaluator, kv_cache, preset)
@@ -139,12 +174,67 @@ def scale_iterations(generator: RainGenerator, prompt: str, sizes: dict[str, Any
     return rows
 
 
-def step_costs(result: Any) -> list[dict[str, float]]:
-    """Each committed step's cost, by the answer length when it was committed.
+def scale_prefix(
+    generators: dict[tuple[str, bool], RainGenerator], prompt: str, sizes: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Search cost per committed token as the text before the answer grows.
 
-    Tokens processed per forward call show the prefix effect directly: with the
-    shared cache a call reads only new tokens, so it stays flat as the answer
-    grows; re-encoding reads the whole text every time, so it grows with it.
+    Earlier conversation turns lengthen the prefix exactly as a growing answer
+    does, but without changing the search's schedule, so this isolates the
+    prefix: with the shared cache each forward call reads only new tokens and
+    the cost stays flat; re-encoding reads the prefix in every call. The
+    prompt's one-off encoding is left out of "search tokens".
+    """
+    rows = []
+    for target in sizes["prefix"]:
+        messages = history(generators[("function", True)], target) + [
+            {"role": "user", "content": prompt}
+        ]
+        for kv in (True, False):
+            config = RainConfig.preset("fast", max_new_tokens=sizes["prefix_answer_tokens"], seed=0)
+            generator = generators[("function", kv)]
+            memory = PeakMemory(generator.model.device)
+            with memory.measure():
+                result = generator.generate(messages, config=config)
+            tokens = max(result.completion_tokens, 1)
+            rows.append(
+                {
+                    "prefix_tokens": result.prompt_tokens,
+                    "kv_cache": kv,
+                    "search_tokens_processed": (
+                        result.totals.tokens_processed - result.prompt_tokens
+                    )
+                    / tokens,
+                    **per_token(result, memory.peak_bytes),
+                }
+            )
+            log(f"prefix {result.prompt_tokens} kv_cache={kv}", prompt, rows[-1])
+    return rows
+
+
+HISTORY = (
+    "Tell me something about the weather in spring.",
+    "Spring weather changes quickly: mild sunny days alternate with cool showers, the "
+    "evenings stay light for longer and the first warm afternoons bring people outside.",
+)
+
+
+def history(generator: RainGenerator, tokens: int) -> list[dict[str, str]]:
+    """Earlier turns adding about ``tokens`` tokens before the question."""
+    turns: list[dict[str, str]] = []
+    while len(generator.tokenizer.encode(" ".join(t["content"] for t in turns))) < tokens:
+        turns += [
+            {"role": "user", "content": HISTORY[0]},
+            {"role": "assistant", "content": HISTORY[1]},
+        ]
+    return turns
+
+
+def step_costs(result: Any) -> list[dict[str, float]]:
+    """Each committed step's cost, by the answer length when it was committed (for the JSON).
+
+    Not plotted: a step's cost depends on its token-set length (1, 2, 4, then
+    10 tokens) more than on its position, which :func:`scale_prefix` isolates.
     """
     position, out = 0, []
     for step in result.steps:
@@ -227,6 +317,14 @@ def print_report(report: dict[str, Any]) -> None:
             ["T", "completion_tokens", "wall_time", "forward_calls", "tokens_processed"],
         )
     )
+    if "prefix" in report:
+        print("\ncost vs prefix length (fast preset, function judge):")
+        print(
+            table(
+                report["prefix"],
+                ["prefix_tokens", "kv_cache", "search_tokens_processed", "wall_time"],
+            )
+        )
     print("\ntargets:")
     for name, target in report["targets"].items():
         verdict = "met" if target["met"] else "MISSED"
@@ -253,23 +351,19 @@ def plot(report: dict[str, Any], path: Path) -> None:
     for i, ratio in enumerate(ratios):
         bars.text(ratio, i, f" {ratio:.1f}x", va="center")
 
-    for label, color in (
-        ("rain fast, self-judge", "tab:blue"),
-        ("rain fast, self-judge, re-encode", "tab:orange"),
-    ):
-        for i, steps in enumerate(report["modes"]["steps"].get(label, [])):
-            growth.plot(
-                [s["position"] for s in steps],
-                [s["tokens_per_forward_call"] for s in steps],
-                "o-",
-                color=color,
-                alpha=0.8,
-                label=label if i == 0 else None,
-            )
+    for kv, color in ((True, "tab:blue"), (False, "tab:orange")):
+        rows = [r for r in report.get("prefix", []) if r["kv_cache"] is kv]
+        growth.plot(
+            [r["prefix_tokens"] for r in rows],
+            [r["search_tokens_processed"] for r in rows],
+            "o-",
+            color=color,
+            label="shared KV cache" if kv else "re-encode",
+        )
     growth.set_yscale("log")
-    growth.set_xlabel("answer length when the step was committed (tokens)")
-    growth.set_ylabel("tokens processed per forward call")
-    growth.set_title("prefix re-reading as the answer grows")
+    growth.set_xlabel("tokens before the answer (prompt and earlier turns)")
+    growth.set_ylabel("search tokens processed per committed token")
+    growth.set_title("cost as the prefix grows (fast, function judge)")
     growth.legend()
 
     rows = report["iterations"]
@@ -309,6 +403,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", help="cpu or cuda (default: cuda if available)")
     parser.add_argument("--quick", action="store_true", help="the short version (minutes)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
+    parser.add_argument(
+        "--sections",
+        nargs="+",
+        choices=SECTIONS,
+        default=SECTIONS,
+        help="run only these parts (merged into the saved results)",
+    )
     return parser.parse_args(argv)
 
 

@@ -1,0 +1,133 @@
+"""The benchmark scripts run end to end (on the tiny random Llama) and their judges behave."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks import quality, speed
+from benchmarks.common import PeakMemory, lexicon_score, read_lines, table, write_json
+from benchmarks.judges import COLD, WARM, EmbeddingToneJudge, refuses, tone
+from rain_search import RainGenerator
+
+TINY = {
+    "prompts": 1,
+    "tokens": 6,
+    "paper_tokens": 3,
+    "iterations": [4],
+    "prefix": [0, 60],
+    "prefix_answer_tokens": 3,
+}
+
+
+def test_data_sets_are_the_documented_sizes() -> None:
+    assert len(read_lines("tone_prompts.txt")) >= 50
+    assert len(read_lines("harmful_requests.txt")) >= 40
+    assert len(read_lines("speed_prompts.txt")) >= speed.FULL["prompts"]
+    assert WARM and COLD and not WARM & COLD
+
+
+def test_tone_lexicon_is_graded_and_bounded() -> None:
+    assert tone("") == 0.0 and tone("The fridge moves heat outside.") == 0.0
+    assert tone("I hate this stupid idea") < 0 < tone("Thank you, I am glad to help")
+    assert tone("Thanks. I hope it helps, and I am glad.") > tone("Thanks. It works as it is.")
+    assert -1 <= lexicon_score("hate " * 50, WARM, COLD) <= 1
+
+
+def test_refusal_matcher() -> None:
+    assert refuses("I'm sorry, but I can't help with that.")
+    assert refuses("That would be illegal; please don't.")
+    assert not refuses("Sure! First, take a tension wrench and")
+
+
+def test_held_out_judge_prefers_warm_text() -> None:
+    judge = EmbeddingToneJudge()
+    assert judge("Thank you, I understand and I'm happy to help you.") > judge(
+        "You are an idiot and I hate you."
+    )
+
+
+def test_speed_benchmark_runs_and_reencoding_costs_more(tiny_llama, tmp_path) -> None:
+    model, tokenizer = tiny_llama
+    generators = {
+        (evaluator, kv): RainGenerator(
+            model,
+            tokenizer,
+            "fast",
+            evaluator=tone if evaluator == "function" else None,
+            kv_cache=kv,
+        )
+        for evaluator in ("function", "self")
+        for kv in (True, False)
+    }
+    prompts = ["Tell me about bread."]
+    modes = speed.compare_modes(generators, prompts, TINY)
+    paper = speed.compare_paper(generators, prompts[0], TINY)
+    iterations = speed.scale_iterations(generators[("self", True)], prompts[0], TINY)
+    prefix = speed.scale_prefix(generators, prompts[0], TINY)
+    cached = [row["search_tokens_processed"] for row in prefix if row["kv_cache"]]
+    reencoded = [row["search_tokens_processed"] for row in prefix if not row["kv_cache"]]
+    assert reencoded[-1] - reencoded[0] > cached[-1] - cached[0]
+    mean = modes["mean"]
+    assert mean["vanilla"]["forward_calls"] == pytest.approx(1.0)
+    for label, *_ in speed.CASES:
+        assert mean[label]["wall_time"] > 0 and mean[label]["peak_memory_mb"] >= 0
+    assert (
+        mean["rain fast, self-judge, re-encode"]["tokens_processed"]
+        > mean["rain fast, self-judge"]["tokens_processed"]
+    )
+    report = {
+        "machine": {"cpu_count": 2},
+        "model": "tiny",
+        "device": "cpu",
+        "sizes": TINY,
+        "modes": modes,
+        "paper": paper,
+        "iterations": iterations,
+        "prefix": prefix,
+        "targets": speed.targets(modes, paper),
+    }
+    assert report["targets"]["paper_tokens_reencode_vs_cached"]["measured"] > 1
+    path = write_json("speed-test", report, tmp_path)
+    speed.plot(json.loads(path.read_text()), path.with_suffix(".png"))
+    speed.print_report(report)
+    assert path.with_suffix(".png").stat().st_size > 10_000
+
+
+def test_quality_benchmark_scores_both_modes_with_every_judge(tiny_llama, tmp_path) -> None:
+    model, tokenizer = tiny_llama
+    generator = RainGenerator(model, tokenizer, "fast", evaluator=tone)
+    judges = {"tone": lambda text, prompt: tone(text), "refusal": lambda t, p: float(refuses(t))}
+    part = quality.compare(generator, ["Say hi.", "Say bye."], 6, judges)
+    summary = part["summary"]["judges"]["tone"]
+    assert summary["prompts"] == 2 and summary["wins"] + summary["ties"] + summary["losses"] == 2
+    report = {"model": "tiny", "device": "cpu", "preset": "fast", "tone": part}
+    quality.plot(report, tmp_path / "quality.png")
+    quality.print_report(report)
+    assert (tmp_path / "quality.png").exists()
+
+
+def test_peak_memory_sees_an_allocation() -> None:
+    import torch
+
+    memory = PeakMemory(torch.device("cpu"))
+    with memory.measure():
+        block = torch.ones(64, 2**20 // 4)  # 64 MiB
+        block += 1
+    assert memory.peak_bytes > 32 * 2**20
+
+
+def test_table_formats_numbers() -> None:
+    text = table([{"a": "x", "b": 1.23456}], ["a", "b"])
+    assert "1.23" in text and "1.2346" not in text
+
+
+def test_random_shape_models_build_offline() -> None:
+    from benchmarks.common import load
+
+    model, tokenizer = load("random:tiny", "cpu")
+    assert model.config.num_hidden_layers == 2
+    assert model.config.vocab_size == len(tokenizer)
+    with pytest.raises(SystemExit, match="unknown random shape"):
+        load("random:13b", "cpu")
