@@ -37,7 +37,7 @@ examples: $(STAMP)
 	$(BIN)/python examples/guarded_agent_tool.py
 
 # Benchmarks write tables to stdout and JSON + PNG to benchmarks/results/.
-# `bench` is the short version (about 10 minutes on 2 cores); `bench-full` the one in the README.
+# `bench` is the short version (about 14 minutes on 2 cores); `bench-full` the one in the README.
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.speed --quick
 	$(BIN)/python -m benchmarks.quality --quick

@@ -1,7 +1,7 @@
 """Speed: vanilla decoding vs RAIN with the shared KV cache vs RAIN re-encoding everything.
 
     python -m benchmarks.speed            # full run (about 30 minutes on 2 CPU cores)
-    python -m benchmarks.speed --quick    # a few minutes: fewer prompts, shorter answers
+    python -m benchmarks.speed --quick    # about 10 minutes: one prompt, shorter answers
     python -m benchmarks.speed --model random:7b --device cuda   # a 7B-shaped Llama on a GPU
 
 Every run uses the same prompts, model and seed. Costs are per committed
