@@ -44,17 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     model, tokenizer = load(args.model, args.device)
     sizes = QUICK if args.quick else FULL
     prompts = read_lines("speed_prompts.txt")[: sizes["prompts"]]
-    generators = {
-        (evaluator, kv): RainGenerator(
-            model,
-            tokenizer,
-            "fast",
-            evaluator=tone if evaluator == "function" else None,
-            kv_cache=kv,
-        )
-        for evaluator in ("function", "self")
-        for kv in (True, False)
-    }
+    generators = make_generators(model, tokenizer)
     for generator in generators.values():
         generator.warm_up()
     print(f"[{now()}] model {args.model or 'embedded SmolLM2-135M'} on {model.device}", flush=True)
@@ -89,6 +79,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     print_report(report)
     print(f"\nwrote {path} and {path.with_suffix('.png')}")
     return 0
+
+
+def make_generators(model: Any, tokenizer: Any) -> dict[tuple[str, bool], RainGenerator]:
+    """The four searches compared, keyed by (judge: "function" or "self", kv_cache)."""
+    return {
+        (evaluator, kv): RainGenerator(
+            model,
+            tokenizer,
+            "fast",
+            evaluator=tone if evaluator == "function" else None,
+            kv_cache=kv,
+        )
+        for evaluator in ("function", "self")
+        for kv in (True, False)
+    }
 
 
 SECTIONS = ("modes", "paper", "iterations", "prefix")

@@ -50,17 +50,7 @@ def test_held_out_judge_prefers_warm_text() -> None:
 
 def test_speed_benchmark_runs_and_reencoding_costs_more(tiny_llama, tmp_path) -> None:
     model, tokenizer = tiny_llama
-    generators = {
-        (evaluator, kv): RainGenerator(
-            model,
-            tokenizer,
-            "fast",
-            evaluator=tone if evaluator == "function" else None,
-            kv_cache=kv,
-        )
-        for evaluator in ("function", "self")
-        for kv in (True, False)
-    }
+    generators = speed.make_generators(model, tokenizer)
     prompts = ["Tell me about bread."]
     modes = speed.compare_modes(generators, prompts, TINY)
     paper = speed.compare_paper(generators, prompts[0], TINY)
