@@ -23,7 +23,11 @@ from rain_search.errors import (
     TemplateError,
 )
 
+__version__ = "0.2.0"
+
 _LAZY = {
+    "rain_generate": "rain_search.decoding",
+    "CUSTOM_GENERATE_DIR": "rain_search.decoding",
     "RainGenerator": "rain_search.search",
     "RainStream": "rain_search.search",
     "TreeSearch": "rain_search.search",
@@ -52,6 +56,7 @@ __all__ = [
     "RainConfig",
     "RainError",
     "TemplateError",
+    "__version__",
     *_LAZY,
 ]
 

@@ -141,6 +141,19 @@ class RainGenerator:
         the search; ``result`` holds the :class:`RainResult` once the stream is
         exhausted. ``config`` replaces the generator's configuration for this call.
         """
+        prompt_ids, judge_prompt = self.encode(prompt, system)
+        return self.stream_ids(prompt_ids, judge_prompt, config=config, **overrides)
+
+    def stream_ids(
+        self,
+        prompt_ids: Sequence[int],
+        judge_prompt: str,
+        *,
+        config: RainConfig | None = None,
+        **overrides: Any,
+    ) -> RainStream:
+        """:meth:`stream` for a prompt that is already token ids (``model.generate`` has
+        only those); ``judge_prompt`` is the text the evaluator reads as the question."""
         config = config or self.config
         config = config.merged(**overrides) if overrides else config
         if config.votes != self.config.votes:
@@ -149,7 +162,6 @@ class RainGenerator:
                 "judge was built with; build the generator with that config, or pass "
                 f"evaluator=SelfEvaluator(template, votes={config.votes!r})"
             )
-        prompt_ids, judge_prompt = self.encode(prompt, system)
         budget, warnings = self.fit_context(len(prompt_ids), config.max_new_tokens)
         search = TreeSearch(
             self.backend,

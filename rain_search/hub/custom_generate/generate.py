@@ -1,0 +1,9 @@
+"""RAIN for ``model.generate(custom_generate=rain_search.CUSTOM_GENERATE_DIR, trust_remote_code=True)``.
+
+``transformers`` loads this file by path and calls its ``generate``; the
+implementation lives in the installed ``rain_search`` package.
+"""
+
+from rain_search.decoding import rain_generate as generate
+
+__all__ = ["generate"]
