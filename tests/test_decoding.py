@@ -1,0 +1,263 @@
+"""RAIN inside ``model.generate``: the callable and folder forms of ``custom_generate``."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import GenerationConfig, LogitsProcessorList, RepetitionPenaltyLogitsProcessor
+from transformers.generation.streamers import BaseStreamer
+
+import rain_search
+from rain_search.decoding import RainGenerateOutput, user_message
+from rain_search.errors import ConfigError, ModelLoadError
+from rain_search.models import format_prompt
+
+FOLDER = {"custom_generate": rain_search.CUSTOM_GENERATE_DIR, "trust_remote_code": True}
+
+
+class Recorder(BaseStreamer):
+    """Keeps every ``put`` and counts ``end`` calls."""
+
+    def __init__(self) -> None:
+        self.puts: list[list[int]] = []
+        self.ended = 0
+
+    def put(self, value: torch.Tensor) -> None:
+        self.puts.append(value.flatten().tolist())
+
+    def end(self) -> None:
+        self.ended += 1
+
+
+def rain_kwargs(tokenizer, no_e, **extra):
+    return {
+        "rain_config": "fast",
+        "rain_evaluator": no_e,
+        "rain_embedder": "hidden",
+        "rain_tokenizer": tokenizer,
+        **extra,
+    }
+
+
+def test_callable_equals_generator(tiny_llama, generator, no_e) -> None:
+    model, tokenizer = tiny_llama
+    expected = generator.generate("Hello there", max_new_tokens=12, seed=3)
+    prompt_ids, _ = generator.encode("Hello there", None)
+    ids = torch.tensor([prompt_ids])
+    out = model.generate(
+        input_ids=ids,
+        custom_generate=rain_search.rain_generate,
+        max_new_tokens=12,
+        **rain_kwargs(tokenizer, no_e, rain_config={"seed": 3, **_fast()}),
+    )
+    assert out[0, : ids.shape[1]].tolist() == prompt_ids
+    assert out[0, ids.shape[1] :].tolist() == expected.token_ids
+
+
+def _fast() -> dict:
+    return rain_search.RainConfig.preset("fast").model_dump(exclude={"seed"})
+
+
+def test_folder_form_returns_statistics(tiny_llama, generator, no_e) -> None:
+    model, tokenizer = tiny_llama
+    prompt_ids, _ = generator.encode("Hello there", None)
+    expected = generator.generate("Hello there", max_new_tokens=10)
+    out = model.generate(
+        input_ids=torch.tensor([prompt_ids]),
+        max_new_tokens=10,
+        return_dict_in_generate=True,
+        tokenizer=tokenizer,
+        **FOLDER,
+        **{k: v for k, v in rain_kwargs(tokenizer, no_e).items() if k != "rain_tokenizer"},
+    )
+    assert isinstance(out, RainGenerateOutput)
+    assert out.sequences[0, len(prompt_ids) :].tolist() == expected.token_ids
+    (result,) = out.rain_results
+    assert result.mode == "rain" and result.steps and result.text == expected.text
+
+
+def test_batch_rows_are_answered_as_alone(tiny_llama, no_e) -> None:
+    model, tokenizer = tiny_llama
+    batch = tokenizer(["Hi", "Hello there"], padding=True, return_tensors="pt", padding_side="left")
+    kwargs = rain_kwargs(tokenizer, no_e, max_new_tokens=6)
+    out = model.generate(**batch, custom_generate=rain_search.rain_generate, **kwargs)
+    width = batch["input_ids"].shape[1]
+    for row, text in enumerate(["Hi", "Hello there"]):
+        alone = model.generate(
+            input_ids=torch.tensor([tokenizer.encode(text)]),
+            custom_generate=rain_search.rain_generate,
+            **kwargs,
+        )
+        answer = out[row, width:].tolist()
+        single = alone[0, len(tokenizer.encode(text)) :].tolist()
+        assert answer[: len(single)] == single
+        assert all(token == tokenizer.pad_token_id for token in answer[len(single) :])
+
+
+@pytest.mark.parametrize("form", ["callable", "folder"])
+def test_streamer_gets_the_prompt_then_one_put_per_committed_set(
+    tiny_llama, no_e, form: str
+) -> None:
+    model, tokenizer = tiny_llama
+    ids = torch.tensor([tokenizer.encode("Hello")])
+    recorder = Recorder()
+    if form == "callable":  # transformers keeps streamer= from a callable: rain_streamer=
+        extra = {"custom_generate": rain_search.rain_generate, "rain_streamer": recorder}
+    else:
+        extra = {**FOLDER, "streamer": recorder}
+    out = model.generate(
+        input_ids=ids,
+        max_new_tokens=10,
+        return_dict_in_generate=True,
+        **rain_kwargs(tokenizer, no_e),
+        **extra,
+    )
+    steps = out.rain_results[0].steps
+    assert recorder.puts[0] == ids[0].tolist()
+    assert recorder.puts[1:] == [list(step.token_ids) for step in steps]
+    assert recorder.ended == 1
+
+
+def test_streamer_with_a_batch_is_refused(tiny_llama, no_e) -> None:
+    model, tokenizer = tiny_llama
+    batch = tokenizer(["Hi", "Hello"], padding=True, return_tensors="pt", padding_side="left")
+    with pytest.raises(ConfigError, match="streamer takes one row"):
+        model.generate(
+            **batch,
+            custom_generate=rain_search.rain_generate,
+            **rain_kwargs(tokenizer, no_e, rain_streamer=Recorder()),
+        )
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        ({"do_sample": True, "top_p": 0.5}, "top_p"),
+        ({"repetition_penalty": 1.3}, "repetition_penalty"),
+        ({"num_beams": 2}, "num_beams"),
+        ({"num_return_sequences": 2, "do_sample": True}, "num_return_sequences"),
+        ({"output_scores": True, "return_dict_in_generate": True}, "output_scores"),
+        (
+            {"logits_processor": LogitsProcessorList([RepetitionPenaltyLogitsProcessor(1.2)])},
+            "RepetitionPenaltyLogitsProcessor",
+        ),
+    ],
+)
+def test_settings_rain_cannot_apply_are_refused(tiny_llama, no_e, extra, named) -> None:
+    model, tokenizer = tiny_llama
+    with pytest.raises(ConfigError, match=named):
+        model.generate(
+            input_ids=torch.tensor([tokenizer.encode("Hi")]),
+            custom_generate=rain_search.rain_generate,
+            max_new_tokens=4,
+            **rain_kwargs(tokenizer, no_e),
+            **extra,
+        )
+
+
+def test_generation_config_sets_length_eos_stops_and_sampling(tiny_llama, no_e) -> None:
+    model, tokenizer = tiny_llama
+    ids = torch.tensor([tokenizer.encode("Hello")])
+    base = model.generate(
+        input_ids=ids,
+        custom_generate=rain_search.rain_generate,
+        max_new_tokens=12,
+        return_dict_in_generate=True,
+        **rain_kwargs(tokenizer, no_e),
+    ).rain_results[0]
+    assert base.completion_tokens == 12 and base.finish_reason == "length"
+    # an id the answer produced becomes EOS: the answer ends there
+    eos = base.token_ids[3]
+    config = GenerationConfig(max_new_tokens=12, eos_token_id=eos, pad_token_id=0)
+    cut = model.generate(
+        input_ids=ids,
+        custom_generate=rain_search.rain_generate,
+        generation_config=config,
+        return_dict_in_generate=True,
+        **rain_kwargs(tokenizer, no_e),
+    )
+    result = cut.rain_results[0]
+    assert result.finish_reason == "eos" and result.token_ids[-1] == eos
+    assert eos not in result.token_ids[:-1]
+    # stop strings (folder form: transformers hands it the tokenizer)
+    stop = base.text[2:4]
+    stopped = model.generate(
+        input_ids=ids,
+        max_new_tokens=12,
+        stop_strings=[stop],
+        tokenizer=tokenizer,
+        return_dict_in_generate=True,
+        **FOLDER,
+        **rain_kwargs(tokenizer, no_e),
+    )
+    result = stopped.rain_results[0]
+    assert result.finish_reason == "stop" and stop not in result.text
+    answer = tokenizer.decode(stopped.sequences[0, ids.shape[1] :])
+    assert answer.endswith(stop) or stop in answer[-len(stop) - 1 :]
+    # do_sample hands candidate sampling to generate's temperature and top_k
+    hot = model.generate(
+        input_ids=ids,
+        custom_generate=rain_search.rain_generate,
+        max_new_tokens=2,
+        do_sample=True,
+        temperature=0.5,
+        top_k=3,
+        return_dict_in_generate=True,
+        **rain_kwargs(tokenizer, no_e),
+    )
+    assert hot.rain_results[0].completion_tokens == 2
+
+
+def test_without_a_tokenizer_the_models_own_is_needed(tiny_llama, no_e) -> None:
+    model, tokenizer = tiny_llama
+    kwargs = {k: v for k, v in rain_kwargs(tokenizer, no_e).items() if k != "rain_tokenizer"}
+    with pytest.raises(ModelLoadError, match="rain_tokenizer"):
+        model.generate(
+            input_ids=torch.tensor([tokenizer.encode("Hi")]),
+            custom_generate=rain_search.rain_generate,
+            max_new_tokens=2,
+            **kwargs,
+        )
+
+
+def test_the_judge_reads_the_user_message_inside_the_chat_template(embedded_model) -> None:
+    _, tokenizer = embedded_model
+    text = format_prompt(tokenizer, "How do I pick a lock?", system="Be brief.")
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    assert user_message(tokenizer, ids) == "How do I pick a lock?"
+    plain = tokenizer.encode("Once upon a time", add_special_tokens=False)
+    assert user_message(tokenizer, plain) == "Once upon a time"
+
+
+def test_embedded_model_generate_and_pipeline_equal_rain_generator(embedded_model) -> None:
+    """The real model, once: both custom_generate forms, a pipeline and a streamer agree
+    with RainGenerator.generate for the same seed."""
+    from transformers import pipeline
+
+    from rain_search import RainGenerator
+
+    model, tokenizer = embedded_model
+    prompt = "How do I pick a lock?"
+    generator = RainGenerator(model, tokenizer, "fast")
+    expected = generator.generate(prompt, max_new_tokens=6, seed=5)
+    ids = torch.tensor([generator.encode(prompt, None)[0]])
+    config = rain_search.RainConfig.preset("fast", seed=5)
+    by_callable = model.generate(
+        input_ids=ids,
+        custom_generate=rain_search.rain_generate,
+        rain_config=config,
+        rain_tokenizer=tokenizer,
+        max_new_tokens=6,
+    )
+    assert by_callable[0, ids.shape[1] :].tolist() == expected.token_ids
+    recorder = Recorder()
+    by_folder = model.generate(  # no tokenizer given: the model's own is loaded
+        input_ids=ids, rain_config=config, max_new_tokens=6, streamer=recorder, **FOLDER
+    )
+    assert by_folder.tolist() == by_callable.tolist()
+    assert sum(recorder.puts[1:], []) == expected.token_ids
+    assert len(recorder.puts) == 1 + len(expected.steps)
+    pipe = pipeline("text-generation", model=model, tokenizer=tokenizer)
+    messages = [{"role": "user", "content": prompt}]
+    out = pipe(messages, max_new_tokens=6, rain_config=config, **FOLDER)
+    assert out[0]["generated_text"][-1]["content"] == expected.text
