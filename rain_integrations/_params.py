@@ -129,7 +129,7 @@ class RainParams(BaseModel):
     def load_options(self) -> dict[str, Any]:
         """``device``, ``dtype``, ``device_map`` and ``model_kwargs``, validated, as one dict."""
         given = {"device": self.device, "dtype": self.dtype, "device_map": self.device_map}
-        options = {key: value for key, value in given.items() if value is not None}
+        options: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
         clash = sorted(set(options) & set(self.model_kwargs))
         if clash:
             raise ConfigError(f"{clash} given both directly and in model_kwargs; pass once")

@@ -23,10 +23,10 @@ import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
-from transformers import AutoTokenizer, GenerationConfig
+from transformers import AutoTokenizer, GenerationConfig, GenerationMixin
 from transformers.generation import (
     EosTokenCriteria,
     GenerateDecoderOnlyOutput,
@@ -136,7 +136,9 @@ def rain_generate(
     if ids is None or ids.dim() != 2 or ids.shape[1] == 0:
         raise PromptError("RAIN needs a non-empty batch of prompt token ids (input_ids)")
     kwargs.pop("use_cache", None)  # RAIN always caches; generate adds it in the callable form
-    generation_config, model_kwargs = model._prepare_generation_config(generation_config, **kwargs)
+    # generate's own merge of the given config, the model's defaults and the keywords
+    prepare = cast(GenerationMixin, model)._prepare_generation_config  # type: ignore[misc]
+    generation_config, model_kwargs = prepare(generation_config, **kwargs)
     _refuse_unsupported(generation_config, model_kwargs, logits_processor, stopping_criteria)
     if synced_gpus:
         raise ConfigError("synced_gpus (DeepSpeed ZeRO-3 / FSDP) is not supported by RAIN")
@@ -164,7 +166,7 @@ def rain_generate(
         ids, results, config.all_stops, generation_config.pad_token_id, tokenizer
     )
     if generation_config.return_dict_in_generate:
-        return RainGenerateOutput(sequences=sequences, rain_results=results)
+        return RainGenerateOutput(sequences=sequences, rain_results=results)  # type: ignore[arg-type]
     return sequences
 
 
@@ -324,8 +326,8 @@ def user_message(tokenizer: PreTrainedTokenizerBase, prompt_ids: Sequence[int]) 
     before a user turn and after it; a prompt that does not follow the
     template is given to the judge whole (special tokens dropped).
     """
-    text = tokenizer.decode(list(prompt_ids))
-    plain = tokenizer.decode(list(prompt_ids), skip_special_tokens=True).strip()
+    text = str(tokenizer.decode(list(prompt_ids)))
+    plain = str(tokenizer.decode(list(prompt_ids), skip_special_tokens=True)).strip()
     if not getattr(tokenizer, "chat_template", None):
         return plain
     try:

@@ -217,7 +217,7 @@ def convert_gguf(gguf: Path, target: Path) -> None:
     interrupted conversion never leaves a half-written cache behind.
     """
     model, tokenizer = _from_gguf(gguf, LoadOptions(dtype=torch.float32))
-    model.hf_quantizer = None  # the weights are plain tensors now; save them as such
+    model.hf_quantizer = None  # type: ignore[assignment]  # plain tensors now: save them so
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -300,7 +300,7 @@ def _dtype(opts: LoadOptions) -> torch.dtype | str:
 
 def _to_device(model: PreTrainedModel, device: str) -> PreTrainedModel:
     try:
-        return model.to(device)
+        return model.to(device)  # type: ignore[arg-type]  # transformers types .to narrowly
     except (RuntimeError, AssertionError) as exc:
         raise ModelLoadError(f"cannot move the model to device {device!r}: {exc}") from exc
 
@@ -321,7 +321,8 @@ def format_prompt(
     """
     messages = to_messages(prompt, system)
     if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return str(text)
     roles = {"system": "", "user": "Human: ", "assistant": "Assistant: "}
     turns = [roles[m["role"]] + m["content"] for m in messages]
     return "\n\n".join(turns) + "\n\nAssistant:"
@@ -334,7 +335,7 @@ def to_messages(
     if isinstance(prompt, str):
         messages = [{"role": "user", "content": prompt}]
     elif isinstance(prompt, Sequence) and all(isinstance(m, Mapping) for m in prompt):
-        messages = [dict(m) for m in prompt]
+        messages = [dict(m) for m in prompt if isinstance(m, Mapping)]
     else:
         raise PromptError(
             f"a prompt must be a string or a list of {{'role', 'content'}} messages, "

@@ -81,7 +81,7 @@ class ChatRain(LangChainRain, BaseChatModel):
         usage = token_usage(result)
         message = AIMessageChunk(
             content="",
-            usage_metadata=UsageMetadata(
+            usage_metadata=UsageMetadata(  # type: ignore[typeddict-item]
                 input_tokens=usage["prompt_tokens"],
                 output_tokens=usage["completion_tokens"],
                 total_tokens=usage["total_tokens"],
@@ -103,7 +103,7 @@ def _result(chunks: list[ChatGenerationChunk]) -> ChatResult:
         merged += chunk
     message = AIMessage(
         content=merged.message.content,
-        usage_metadata=merged.message.usage_metadata,
+        usage_metadata=getattr(merged.message, "usage_metadata", None),
         response_metadata=merged.message.response_metadata,
         id=merged.message.id,
     )
