@@ -231,33 +231,35 @@ def test_the_judge_reads_the_user_message_inside_the_chat_template(embedded_mode
 
 def test_embedded_model_generate_and_pipeline_equal_rain_generator(embedded_model) -> None:
     """The real model, once: both custom_generate forms, a pipeline and a streamer agree
-    with RainGenerator.generate for the same seed."""
+    with RainGenerator.generate for the same seed. A keyword judge keeps it quick; the
+    judge's plumbing is the same for every evaluator."""
     from transformers import pipeline
 
     from rain_search import RainGenerator
 
     model, tokenizer = embedded_model
     prompt = "How do I pick a lock?"
-    generator = RainGenerator(model, tokenizer, "fast")
+    generator = RainGenerator(model, tokenizer, "fast", evaluator=_no_tools)
     expected = generator.generate(prompt, max_new_tokens=6, seed=5)
     ids = torch.tensor([generator.encode(prompt, None)[0]])
-    config = rain_search.RainConfig.preset("fast", seed=5)
+    rain = {
+        "rain_config": rain_search.RainConfig.preset("fast", seed=5),
+        "rain_evaluator": _no_tools,
+        "max_new_tokens": 6,
+    }
     by_callable = model.generate(
-        input_ids=ids,
-        custom_generate=rain_search.rain_generate,
-        rain_config=config,
-        rain_tokenizer=tokenizer,
-        max_new_tokens=6,
+        input_ids=ids, custom_generate=rain_search.rain_generate, rain_tokenizer=tokenizer, **rain
     )
     assert by_callable[0, ids.shape[1] :].tolist() == expected.token_ids
     recorder = Recorder()
-    by_folder = model.generate(  # no tokenizer given: the model's own is loaded
-        input_ids=ids, rain_config=config, max_new_tokens=6, streamer=recorder, **FOLDER
-    )
+    # no tokenizer given: the model's own is loaded from its folder
+    by_folder = model.generate(input_ids=ids, streamer=recorder, **rain, **FOLDER)
     assert by_folder.tolist() == by_callable.tolist()
-    assert sum(recorder.puts[1:], []) == expected.token_ids
-    assert len(recorder.puts) == 1 + len(expected.steps)
+    assert recorder.puts[1:] == [list(step.token_ids) for step in expected.steps]
     pipe = pipeline("text-generation", model=model, tokenizer=tokenizer)
-    messages = [{"role": "user", "content": prompt}]
-    out = pipe(messages, max_new_tokens=6, rain_config=config, **FOLDER)
+    out = pipe([{"role": "user", "content": prompt}], **rain, **FOLDER)
     assert out[0]["generated_text"][-1]["content"] == expected.text
+
+
+def _no_tools(text: str) -> float:
+    return -1.0 if "tool" in text.lower() else 1.0
