@@ -45,7 +45,7 @@ test-all: $(STAMP)
 WHEEL_VENV := build/wheel-venv
 wheel-check: $(STAMP)
 	rm -rf dist $(WHEEL_VENV)
-	$(BIN)/pip wheel --quiet --no-deps --no-build-isolation -w dist .
+	$(BIN)/pip wheel --quiet --no-deps -w dist .
 	$(PYTHON) -m venv $(WHEEL_VENV)
 	$(WHEEL_VENV)/bin/pip install --quiet -c constraints.txt torch==2.13.0
 	$(WHEEL_VENV)/bin/pip install --quiet -c constraints.txt "$$(ls dist/rain_search-*.whl)[langchain]"

@@ -105,7 +105,8 @@ class HFBackend:
         out = self.model(
             input_ids=input_ids, past_key_values=cache, use_cache=True, logits_to_keep=1
         )
-        return out.logits[:, -1].float().log_softmax(-1)
+        # with a device_map the logits come from the last layer's device: bring them home
+        return out.logits[:, -1].float().log_softmax(-1).to(self.device)
 
     def start(self, prompt_ids: Sequence[int]) -> NodeState:
         cache = DynamicCache()
