@@ -17,7 +17,6 @@ row by row, each row exactly as alone.
 
 from __future__ import annotations
 
-import logging
 import threading
 import weakref
 from collections.abc import Mapping, Sequence
@@ -50,7 +49,6 @@ if TYPE_CHECKING:
 CUSTOM_GENERATE_DIR = str(Path(__file__).parent / "hub")
 """A folder for ``custom_generate=`` (with ``trust_remote_code=True``): RAIN by path."""
 
-logger = logging.getLogger(__name__)
 
 # Criteria and processors that ``generate`` builds from settings RAIN honours itself.
 HONOURED_CRITERIA = (MaxLengthCriteria, EosTokenCriteria, StopStringCriteria, MaxTimeCriteria)
