@@ -37,8 +37,9 @@ def main(readme_path: str, *sections: str) -> int:
             [sys.executable, "-c", check], cwd=work, env=env, capture_output=True, text=True
         )
         print(f"rain_search {where.stdout.strip()}", flush=True)
-        if Path(readme_path).resolve().parent in Path(where.stdout.split()[-1]).parents:
-            raise SystemExit("rain_search was imported from the checkout, not the install")
+        checkout = Path(readme_path).resolve().parent / "rain_search"
+        if where.returncode or checkout in Path(where.stdout.split()[-1]).resolve().parents:
+            raise SystemExit(f"rain_search is not importable from the install: {where.stderr}")
         for section in sections:
             for index, code in enumerate(blocks(readme, section), 1):
                 script = Path(work) / f"example_{index}.py"

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from langchain_core.language_models.base import LangSmithParams
+from pydantic import Field
 
 from rain_integrations._params import RainParams, unalias
 
@@ -16,6 +17,12 @@ class LangChainRain(RainParams):
     Subclasses say how a committed step and the closing metadata become their
     kind of chunk (``_step_chunk``, ``_final_chunk``).
     """
+
+    streaming: bool = Field(
+        default=False,
+        description="LangChain's streaming flag. RAIN always decodes step by step and tells "
+        "callbacks each committed set, so invoke behaves the same either way.",
+    )
 
     def _step_chunk(self, step: Any) -> Any:
         raise NotImplementedError
@@ -48,7 +55,7 @@ class LangChainRain(RainParams):
         call = unalias(kwargs)  # per-call values under either name win over the constructor's
         params.update(
             ls_provider="rain",
-            ls_model_name=self.model_name,
+            ls_model_name=call.get("model", self.model_name),
             ls_temperature=call.get("temperature", self.config.temperature),
             ls_max_tokens=call.get("max_new_tokens", self.config.max_new_tokens),
         )

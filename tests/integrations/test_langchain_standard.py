@@ -37,9 +37,11 @@ class Standard:
     @property
     def standard_chat_model_params(self) -> dict[str, Any]:
         params = dict(super().standard_chat_model_params)
-        # A local model has no transient network failures to retry; ChatRain has no such
-        # option rather than one it would silently ignore.
+        # A local model has no transient network failures to retry and no API key;
+        # ChatRain has no such options, and an unknown constructor keyword raises
+        # (the unit suite adds api_key) rather than being silently ignored.
         params.pop("max_retries", None)
+        params.pop("api_key", None)
         return {**params, "max_tokens": 8}  # short answers keep the suite quick
 
 
