@@ -162,8 +162,11 @@ def timed_run(
 def per_token(result: RainResult, peak_bytes: int) -> dict[str, float]:
     """Costs per committed output token."""
     tokens = max(result.completion_tokens, 1)
+    steps = max(len(result.steps), 1)
     return {
         "completion_tokens": result.completion_tokens,
+        "iterations": result.stats["iterations"] / tokens,
+        "early_stop_share": sum(step.early_stopped for step in result.steps) / steps,
         "wall_time": result.wall_time / tokens,
         "forward_calls": result.totals.forward_calls / tokens,
         "tokens_processed": result.totals.tokens_processed / tokens,

@@ -37,11 +37,26 @@ class RainConfig(BaseModel):
     rollout_temperature: float = Field(
         1.0, ge=0.0, le=10.0, description="Temperature of the rollout to the next punctuation."
     )
-    rollout_max_tokens: int = Field(
-        32, ge=0, le=512, description="Longest rollout past a leaf before the judge reads it."
+    sample_attempts: int | None = Field(
+        None,
+        ge=0,
+        le=256,
+        description="Sampling tries per multi-token expansion (duplicates dropped); "
+        "None: num_children - 1.",
+    )
+    rollout_until: Literal["punctuation", "eos"] = Field(
+        "punctuation",
+        description="Where the rollout past a leaf stops: text ending in a punctuation mark, "
+        "or only end of text.",
+    )
+    rollout_max_tokens: int | None = Field(
+        None,
+        ge=0,
+        le=100_000,
+        description="Longest rollout past a leaf; None: up to the answer's token budget.",
     )
     root_noise: float = Field(
-        0.25, ge=0.0, le=1.0, description="Weight of uniform noise mixed into root priors."
+        0.25, ge=0.0, le=1.0, description="Weight of the uniform prior mixed into root priors."
     )
     # Selection.
     c_puct: float = Field(2.0, ge=0.0, le=100.0, description="Exploration constant c of PUCT.")
@@ -74,7 +89,10 @@ class RainConfig(BaseModel):
     )
     # Judging.
     votes: Literal["soft", "hard"] = Field(
-        "soft", description="Combine the two label orders as probabilities or as +-1 votes."
+        "hard", description="Combine the label orders as +-1 votes or as probabilities."
+    )
+    swap_labels: bool = Field(
+        True, description="Ask the judge in both option orders (cancels position bias)."
     )
     # Output.
     max_new_tokens: int = Field(128, ge=1, le=100_000, description="Longest answer in tokens.")
@@ -125,6 +143,13 @@ class RainConfig(BaseModel):
             )
         return self
 
+    @property
+    def samples_per_expansion(self) -> int:
+        """Sampling tries of a multi-token expansion (the greedy set comes on top)."""
+        if self.sample_attempts is None:
+            return self.num_children - 1
+        return self.sample_attempts
+
     def set_length(self, depth: int) -> int:
         """Token-set length of a node at ``depth`` (1 = first set of the answer)."""
         schedule = self.token_set_schedule
@@ -166,12 +191,15 @@ def _describe(exc: ValidationError) -> str:
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # The paper's HH settings: T=50, at least 15 fresh iterations, T_m=6, V=0.8.
+    # The paper's HH settings: T=50, at least 15 fresh iterations, T_m=6, V=0.8,
+    # hard votes over both label orders, rollouts to the next punctuation mark.
     "paper": {},
-    # AdvBench (GCG suffix attacks): T_m=5 and hotter candidates, as the reference used.
-    "adversarial": {"early_stop_visits": 5, "temperature": 2.0},
-    # TruthfulQA: stricter early stop.
-    "truthful": {"early_stop_visits": 16},
+    # AdvBench (GCG suffix attacks), as the reference's adv/ script: T_m=5, candidates
+    # and their priors at temperature 2, and 2 x 10 - 1 sampling tries per expansion.
+    "adversarial": {"early_stop_visits": 5, "temperature": 2.0, "sample_attempts": 19},
+    # TruthfulQA, as the reference's truth/ script: T_m=16, one question with no label
+    # swap, rollouts to the end of the answer.
+    "truthful": {"early_stop_visits": 16, "swap_labels": False, "rollout_until": "eos"},
     # A cheap search for CPUs and demos: fewer candidates and iterations.
     # T = 12 still lets a bad high-prior child be overtaken (it takes ~5 visits).
     "fast": {

@@ -19,6 +19,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rain_search.errors import ConfigError
 from rain_search.extras import require
+from rain_search.stats import Counters
 
 
 @runtime_checkable
@@ -29,9 +30,15 @@ class Embedder(Protocol):
 
 
 class CachingEmbedder:
-    """Base class: embeds each distinct text once (the search re-embeds paths often)."""
+    """Base class: embeds each distinct text once (the search re-embeds paths often).
+
+    ``counters`` counts forward calls of the *generating* model made to embed
+    (by :class:`HiddenStateEmbedder`); a separate sentence model such as
+    MiniLM is not the language model and is not counted there.
+    """
 
     def __init__(self, cache_size: int = 20_000) -> None:
+        self.counters = Counters()
         self._cache: LRUCache[str, torch.Tensor] = LRUCache(maxsize=cache_size)
         self._lock = threading.Lock()
 
@@ -82,6 +89,7 @@ class HiddenStateEmbedder(CachingEmbedder):
     def embed_uncached(self, texts: list[str]) -> torch.Tensor:
         rows = [self.tokenizer.encode(t, add_special_tokens=False) or [self.pad_id] for t in texts]
         width = max(len(row) for row in rows)
+        self.counters.count_forward(len(rows), width)
         ids = torch.tensor([row + [self.pad_id] * (width - len(row)) for row in rows])
         mask = torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in rows])
         out = self.model(

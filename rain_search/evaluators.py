@@ -125,10 +125,17 @@ class FunctionEvaluator(CachedEvaluator):
 class TemplateEvaluator(CachedEvaluator):
     """A causal LM judges responses through an evaluation template, once bound to one."""
 
-    def __init__(self, template: str | EvalTemplate = "harmless", *, votes: str = "soft") -> None:
+    def __init__(
+        self,
+        template: str | EvalTemplate = "harmless",
+        *,
+        votes: str = "hard",
+        swap_labels: bool = True,
+    ) -> None:
         super().__init__()
         self.template = load_template(template)
         self.votes = _check_votes(votes)
+        self.swap_labels = swap_labels
         self.name = f"{type(self).__name__}({self.template.name})"
         self._judge: HFJudge | None = None
 
@@ -141,7 +148,14 @@ class TemplateEvaluator(CachedEvaluator):
         (the benchmarks' baseline).
         """
         judge = HFJudge if kv_cache else ReencodeJudge
-        self._judge = judge(model, tokenizer, self.template, self.counters, votes=self.votes)
+        self._judge = judge(
+            model,
+            tokenizer,
+            self.template,
+            self.counters,
+            votes=self.votes,
+            swap_labels=self.swap_labels,
+        )
 
     def warm_up(self) -> None:
         """Encode the template's fixed part now rather than on the first judgment."""
@@ -166,9 +180,10 @@ class ModelEvaluator(TemplateEvaluator):
         tokenizer: PreTrainedTokenizerBase,
         template: str | EvalTemplate = "harmless",
         *,
-        votes: str = "soft",
+        votes: str = "hard",
+        swap_labels: bool = True,
     ) -> None:
-        super().__init__(template, votes=votes)
+        super().__init__(template, votes=votes, swap_labels=swap_labels)
         self.bind(model, tokenizer)
 
     @classmethod
@@ -177,7 +192,8 @@ class ModelEvaluator(TemplateEvaluator):
         model: str | None,
         template: str | EvalTemplate = "harmless",
         *,
-        votes: str = "soft",
+        votes: str = "hard",
+        swap_labels: bool = True,
         **options: Any,
     ) -> ModelEvaluator:
         """Load the judge like the generator: ``options`` are :func:`load_model`'s
@@ -186,7 +202,7 @@ class ModelEvaluator(TemplateEvaluator):
         from rain_search.models import load_model
 
         judge, tokenizer = load_model(model, **options)
-        return cls(judge, tokenizer, template, votes=votes)
+        return cls(judge, tokenizer, template, votes=votes, swap_labels=swap_labels)
 
 
 class SelfEvaluator(TemplateEvaluator):
@@ -196,11 +212,12 @@ class SelfEvaluator(TemplateEvaluator):
 def make_evaluator(
     spec: str | Evaluator | Callable[..., float] | None,
     template: str | EvalTemplate | None,
-    votes: str = "soft",
+    votes: str = "hard",
+    swap_labels: bool = True,
 ) -> Evaluator:
     """Resolve the ``evaluator`` argument of the generator and the CLI."""
     if spec is None or spec == "self":
-        return SelfEvaluator(template or "harmless", votes=votes)
+        return SelfEvaluator(template or "harmless", votes=votes, swap_labels=swap_labels)
     if template is not None:
         raise ConfigError(
             "a template was given together with a ready evaluator, which would ignore it; "

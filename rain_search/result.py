@@ -33,7 +33,8 @@ class StepStats:
     token_ids: tuple[int, ...]
     iterations: int
     inherited_visits: int
-    nodes_expanded: int
+    nodes_expanded: int  # expansions and dynamic additions that added children
+    similarity_updates: int  # fractional visits shared with similar siblings
     forward_calls: int
     tokens_processed: int
     evaluator_calls: int
@@ -92,6 +93,7 @@ class RainResult:
             "steps": len(self.steps),
             "iterations": sum(step.iterations for step in self.steps),
             "nodes_expanded": sum(step.nodes_expanded for step in self.steps),
+            "similarity_updates": sum(step.similarity_updates for step in self.steps),
             **asdict(self.totals),
             "forward_calls_per_token": self.totals.forward_calls / per_token,
             "tokens_processed_per_token": self.totals.tokens_processed / per_token,

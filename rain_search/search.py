@@ -20,11 +20,11 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from rain_search.backends.base import PUNCTUATION, Backend, ExpandRequest
+from rain_search.backends.base import PUNCTUATION, Backend, ExpandRequest, Proposal
 from rain_search.backends.hf import HFBackend
 from rain_search.backends.reencode import ReencodeBackend
 from rain_search.config import RainConfig
-from rain_search.embeddings import Embedder, make_embedder
+from rain_search.embeddings import CachingEmbedder, Embedder, make_embedder
 from rain_search.errors import Cancelled, ConfigError, PromptError
 from rain_search.evaluators import (
     Evaluator,
@@ -41,6 +41,7 @@ from rain_search.templates import EvalTemplate
 from rain_search.tree import (
     Node,
     ValueRange,
+    add_prior,
     assign_priors,
     backup,
     best_child,
@@ -85,7 +86,9 @@ class RainGenerator:
         self.config = resolve_config(config)
         # kv_cache=False: re-encode the whole text for every candidate and judgment.
         self.backend = (HFBackend if kv_cache else ReencodeBackend)(model, tokenizer)
-        self.evaluator = make_evaluator(evaluator, template, self.config.votes)
+        self.evaluator = make_evaluator(
+            evaluator, template, self.config.votes, self.config.swap_labels
+        )
         if isinstance(self.evaluator, SelfEvaluator):
             self.evaluator.bind(model, tokenizer, kv_cache=kv_cache)
         self.embedder = make_embedder(embedder, model=model, tokenizer=tokenizer)
@@ -165,12 +168,7 @@ class RainGenerator:
         refuse_unsupported(overrides)
         config = config or self.config
         config = config.merged(**overrides) if overrides else config
-        if config.votes != self.config.votes:
-            raise ConfigError(
-                f"votes={config.votes!r} differs from the {self.config.votes!r} this generator's "
-                "judge was built with; build the generator with that config, or pass "
-                f"evaluator=SelfEvaluator(template, votes={config.votes!r})"
-            )
+        self.check_judge_settings(config)
         budget, warnings = self.fit_context(len(prompt_ids), config.max_new_tokens)
         search = TreeSearch(
             self.backend,
@@ -181,6 +179,19 @@ class RainGenerator:
         )
         return RainStream(search, prompt_ids, warnings, self._lock)
 
+    def check_judge_settings(self, config: RainConfig) -> None:
+        """The self-evaluator is built once: a per-call change of how it judges is an error."""
+        if not isinstance(self.evaluator, SelfEvaluator):
+            return
+        for field in ("votes", "swap_labels"):
+            wanted, built = getattr(config, field), getattr(self.config, field)
+            if wanted != built:
+                raise ConfigError(
+                    f"{field}={wanted!r} differs from the {built!r} this generator's judge was "
+                    "built with; build the generator with that config, or pass "
+                    f"evaluator=SelfEvaluator(template, {field}={wanted!r})"
+                )
+
     def warm_up(self) -> None:
         """Pay one-off costs now, so the first answer is not slower than the rest.
 
@@ -188,7 +199,7 @@ class RainGenerator:
         punctuation table and runs the model once; useful before timing runs or
         in a server before the first request.
         """
-        self.backend.is_punctuation(0)
+        self.backend.ends_clause(0)
         self.embedder.embed(["warm up"])
         if isinstance(self.evaluator, TemplateEvaluator):
             self.evaluator.warm_up()
@@ -221,7 +232,7 @@ class RainGenerator:
                 should_stop=stops.found,
             )
             cost = self.backend.counters - before
-        text, finish = stops.finish(token_ids, self.backend.eos_token_ids, budget)
+        text, finish, token_ids = stops.finish(token_ids, self.backend.eos_token_ids, budget)
         return RainResult(
             text,
             token_ids,
@@ -282,8 +293,10 @@ class TreeSearch:
         self.generator = make_generator(self.seed, getattr(backend, "device", "cpu"))
         self.bounds = ValueRange()
         self.stops = Stops(backend, config.all_stops)
+        self.prompt_ids: list[int] = []
         self.answer: list[int] = []
         self.nodes_expanded = 0
+        self.similarity_updates = 0
         self.started, self.before = time.perf_counter(), Counters()
         self.out_of_budget = ""
         self.root: Node | None = None  # the current root: what the search keeps alive
@@ -304,39 +317,43 @@ class TreeSearch:
         """
         start, before = time.perf_counter(), self.counters()
         self.started, self.before = start, before
+        self.prompt_ids = list(prompt_ids)
         root = self.root = Node((), state=self.backend.start(prompt_ids))
         steps: list[StepStats] = []
-        shown = ""
+        shown, shown_ids = "", []
         while True:
             step_start, step_before = time.perf_counter(), self.counters()
             inherited, fresh, stopped_early = root.fn, *self.search(root)
             child = best_child(root)
             self.answer.extend(child.token_ids)
-            text, finish = self.stops.finish(
+            text, finish, self.answer = self.stops.finish(
                 self.answer, self.backend.eos_token_ids, self.config.max_new_tokens
             )
             cost = self.counters() - step_before
             steps.append(
                 StepStats(
-                    len(steps),
-                    text[len(shown) :],
-                    child.token_ids,
-                    fresh,
-                    inherited,
-                    self.nodes_expanded,
-                    cost.forward_calls,
-                    cost.tokens_processed,
-                    cost.evaluator_calls,
-                    cost.cache_hits,
-                    child.n,
-                    child.q,
-                    stopped_early,
-                    count_nodes(root),
-                    time.perf_counter() - step_start,
-                    self.candidates(root, child),
+                    index=len(steps),
+                    text=text[len(shown) :],
+                    token_ids=child.token_ids[: len(self.answer) - len(shown_ids)],
+                    iterations=fresh,
+                    inherited_visits=inherited,
+                    nodes_expanded=self.nodes_expanded,
+                    similarity_updates=self.similarity_updates,
+                    forward_calls=cost.forward_calls,
+                    tokens_processed=cost.tokens_processed,
+                    evaluator_calls=cost.evaluator_calls,
+                    cache_hits=cost.cache_hits,
+                    visits=child.n,
+                    value=child.q,
+                    early_stopped=stopped_early,
+                    tree_size=count_nodes(root),
+                    wall_time=time.perf_counter() - step_start,
+                    candidates=self.candidates(root, child),
                 )
             )
-            self.nodes_expanded, shown = 0, text
+            shown_ids = list(self.answer)
+            self.nodes_expanded = self.similarity_updates = 0
+            shown = text
             yield steps[-1]
             if child.terminal or self.out_of_budget:
                 self.result = RainResult(
@@ -357,24 +374,26 @@ class TreeSearch:
     def search(self, root: Node) -> tuple[int, bool]:
         """Iterate until T visits (inherited ones count) and the minimum fresh ones are done.
 
-        Returns the number of fresh iterations and whether the early stop fired.
+        The early stop is checked after every iteration, the first and the
+        last included, as in the reference: a step whose inherited best child
+        is already good enough costs one fresh iteration. Returns the number
+        of fresh iterations and whether the early stop fired.
         """
         config = self.config
         fresh = 0
-        while fresh < config.min_fresh_iterations or root.fn < config.max_iterations:
-            if fresh >= config.min_fresh_iterations and early_stop(
-                root, config.early_stop_visits, config.early_stop_value
-            ):
-                return fresh, True
+        while True:
             if self.cancelled():
                 raise Cancelled("the generation was cancelled")
-            if root.children and fresh > 0:
+            if root.children:  # something to commit: the budgets may end the answer here
                 self.out_of_budget = self.spent_budget()
                 if self.out_of_budget:
                     return fresh, False
             self.iterate(root)
             fresh += 1
-        return fresh, False
+            if early_stop(root, config.early_stop_visits, config.early_stop_value):
+                return fresh, True
+            if fresh >= config.min_fresh_iterations and root.fn >= config.max_iterations:
+                return fresh, False
 
     def candidates(self, root: Node, chosen: Node) -> list[Candidate]:
         """The root's children at commit time, for :meth:`RainResult.explain`."""
@@ -410,7 +429,7 @@ class TreeSearch:
         child.state = self.backend.advance(root.state, child.state)
         child.parent = None
         root.children = []
-        mix_root_noise(child.children, self.config.root_noise, self.rng)
+        mix_root_noise(child.children, self.config.root_noise)
         return child
 
     # -- one iteration -------------------------------------------------------------
@@ -428,12 +447,12 @@ class TreeSearch:
         )
         self.embed(nodes, rollout)
         backup(path, value, self.bounds)
-        similarity_update(
+        self.similarity_updates += similarity_update(
             nodes, value, self.config.similarity_threshold, self.config.similarity_weight
         )
 
     def expand(self, path: list[Node]) -> tuple[int, ...]:
-        """Give the leaf its children and roll one sample on to the next punctuation.
+        """Give the leaf its children and roll one sample on for the judge.
 
         Both happen in one batched backend call. Returns the rollout tokens.
         """
@@ -446,60 +465,70 @@ class TreeSearch:
         request = ExpandRequest(
             length=length,
             mode="top" if single else "sample",
-            count=config.num_children if single else config.num_children - 1,
+            count=config.num_children if single else config.samples_per_expansion,
+            keep=None if single else config.num_children - 1,
             greedy=not single,
             top_k=config.top_k,
             temperature=config.temperature,
-            rollout_tokens=0 if self.ends_clause(leaf) else config.rollout_max_tokens,
+            rollout_tokens=self.rollout_budget(path),
+            rollout_until=config.rollout_until,
             rollout_temperature=config.rollout_temperature,
         )
         expansion = self.backend.expand([node.state for node in path], request, self.generator)
-        self.add_children(path, expansion.proposals, single)
+        children = self.make_children(path, expansion.proposals)
+        leaf.children.extend(children)
+        assign_priors(children, single, config.root_noise)
+        self.nodes_expanded += bool(children)
         return expansion.rollout
 
     def maybe_add_children(self, path: list[Node]) -> None:
-        """Dynamic node addition: widen a node whose children are alike and all bad."""
+        """Dynamic node addition: widen a node whose children are alike and all bad.
+
+        As in the reference, one try adds at most one child: the next top
+        token for 1-token sets, one sampled set otherwise (nothing when the
+        sample repeats a sibling); the siblings keep their priors.
+        """
         node = path[-1]
         length = self.set_length(path)
         if not needs_more_children(
             node, length, self.config.dynamic_variance_threshold, self.config.max_children
         ):
             return
-        single = length == 1
         request = ExpandRequest(
             length=length,
-            mode="top" if single else "sample",
-            count=1 if single else 2,
+            mode="top" if length == 1 else "sample",
+            count=1,
+            keep=1,
             exclude=[child.token_ids for child in node.children],
             top_k=self.config.top_k,
             temperature=self.config.temperature,
         )
         expansion = self.backend.expand([n.state for n in path], request, self.generator)
-        self.add_children(path, expansion.proposals, single)
+        for child in self.make_children(path, expansion.proposals):
+            node.children.append(child)
+            add_prior(node, child, self.config.root_noise)
+            self.nodes_expanded += 1
 
-    def add_children(self, path: list[Node], proposals: Sequence[Any], single: bool) -> None:
+    def make_children(self, path: list[Node], proposals: Sequence[Proposal]) -> list[Node]:
+        """Nodes for the proposals below the last node of ``path`` (not yet attached)."""
         parent = path[-1]
         prefix = self.answer + self.tokens_of(path[1:])
-        for proposal in proposals:
-            parent.children.append(
-                Node(
-                    proposal.token_ids,
-                    parent,
-                    parent.depth + 1,
-                    log_prob=proposal.log_prob,
-                    greedy=proposal.greedy,
-                    state=proposal.state,
-                    finish=self.stops.reason(
-                        prefix + list(proposal.token_ids),
-                        self.backend.eos_token_ids,
-                        self.config.max_new_tokens,
-                    ),
-                )
+        return [
+            Node(
+                proposal.token_ids,
+                parent,
+                parent.depth + 1,
+                log_prob=proposal.log_prob,
+                greedy=proposal.greedy,
+                state=proposal.state,
+                finish=self.stops.reason(
+                    prefix + list(proposal.token_ids),
+                    self.backend.eos_token_ids,
+                    self.config.max_new_tokens,
+                ),
             )
-        self.nodes_expanded += 1
-        assign_priors(parent.children, single)
-        if parent.parent is None:
-            mix_root_noise(parent.children, self.config.root_noise, self.rng)
+            for proposal in proposals
+        ]
 
     def embed(self, nodes: list[Node], rollout: tuple[int, ...]) -> None:
         """Each path node's embedding: its text down to the end of this visit's rollout."""
@@ -516,19 +545,40 @@ class TreeSearch:
 
     def set_length(self, path: list[Node]) -> int:
         """Length of the token sets below the last node of ``path``, within the budget."""
-        used = len(self.answer) + len(self.tokens_of(path[1:]))
-        return min(self.config.set_length(path[-1].depth + 1), self.config.max_new_tokens - used)
+        return min(self.config.set_length(path[-1].depth + 1), self.tokens_left(path))
 
-    def ends_clause(self, node: Node) -> bool:
-        text = self.backend.decode(node.token_ids).rstrip(" ")
-        return bool(text) and text[-1] in PUNCTUATION
+    def tokens_left(self, path: list[Node]) -> int:
+        """Answer tokens still allowed below the last node of ``path``."""
+        return self.config.max_new_tokens - len(self.answer) - len(self.tokens_of(path[1:]))
+
+    def rollout_budget(self, path: list[Node]) -> int:
+        """Tokens the rollout below ``path`` may take (0: the judge reads the leaf as is).
+
+        As in the reference, a text that already ends a clause is not rolled
+        on (with the punctuation rule), and a rollout is bounded only by the
+        answer's budget unless ``rollout_max_tokens`` caps it.
+        """
+        config = self.config
+        if config.rollout_until == "punctuation" and self.ends_clause(path):
+            return 0
+        left = self.tokens_left(path)
+        return left if config.rollout_max_tokens is None else min(left, config.rollout_max_tokens)
+
+    def ends_clause(self, path: list[Node]) -> bool:
+        """Does the text so far (prompt, answer and path) end with a punctuation mark?"""
+        tail = (self.prompt_ids + self.answer + self.tokens_of(path[1:]))[-8:]
+        return self.backend.decode(tail).endswith(PUNCTUATION)
 
     @staticmethod
     def tokens_of(nodes: Sequence[Node]) -> list[int]:
         return [token for node in nodes for token in node.token_ids]
 
     def counters(self) -> Counters:
-        return self.backend.counters + self.evaluator.counters
+        """Model work so far: generation, judging, and embedding with the model itself."""
+        total = self.backend.counters + self.evaluator.counters
+        if isinstance(self.embedder, CachingEmbedder):
+            total = total + self.embedder.counters
+        return total
 
 
 class RainStream:
@@ -626,11 +676,19 @@ class Stops:
 
     def finish(
         self, token_ids: Sequence[int], eos: frozenset[int], max_tokens: int
-    ) -> tuple[str, FinishReason]:
-        """Visible text and finish reason of an answer (reason "length" if still open)."""
-        return self.cut(self.backend.decode(token_ids)), self.reason(
-            token_ids, eos, max_tokens
-        ) or "length"
+    ) -> tuple[str, FinishReason, list[int]]:
+        """Visible text, finish reason ("length" if still open) and the tokens behind the text.
+
+        Tokens past a stop sequence are dropped (a token the stop starts in is
+        kept), so token counts cover only what the user sees.
+        """
+        text = self.cut(self.backend.decode(token_ids))
+        reason = self.reason(token_ids, eos, max_tokens) or "length"
+        kept = list(token_ids)
+        if reason == "stop":
+            while kept and self.backend.decode(kept[:-1]).startswith(text):
+                kept.pop()
+        return text, reason, kept
 
 
 def resolve_config(config: RainConfig | str | None) -> RainConfig:

@@ -33,13 +33,19 @@ _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
 
 
 class FewShotExample(BaseModel):
-    """A worked judgment shown before the real one."""
+    """A worked judgment shown before the real one, optionally with the reason for it.
+
+    An explanation after the label shows the model *why* (the paper's judge
+    prompt explains each of its examples); it follows the label, so the
+    model's own judgment is still read from the label's probability.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     prompt: str = Field(min_length=1)
     response: str = Field(min_length=1)
     good: bool
+    explanation: str = ""
 
 
 class EvalTemplate(BaseModel):
@@ -117,7 +123,8 @@ class EvalTemplate(BaseModel):
             answer = self.labels[0] if example.good == good_first else self.labels[1]
             closing = ")" if self.answer_prefix.rstrip().endswith("(") else ""
             judgment = self.variable_text(example.prompt, example.response, good_first)
-            parts.append(judgment.removeprefix("\n\n") + answer + closing)
+            reason = f"\nExplanation: {example.explanation.strip()}" if example.explanation else ""
+            parts.append(judgment.removeprefix("\n\n") + answer + closing + reason)
         return "\n\n".join(parts)
 
     def variable_text(self, prompt: str, response: str, good_first: bool) -> str:

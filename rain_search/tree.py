@@ -9,7 +9,6 @@ values) lives behind an opaque ``state`` each node carries for its backend.
 from __future__ import annotations
 
 import math
-import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,9 +21,10 @@ class Node:
     """A token set appended to its parent's text.
 
     ``n`` may be fractional (similar siblings share visits), ``fn`` counts real
-    visits only, ``q`` is the mean value in [-1, 1]. ``prior`` is the
-    normalised sequence probability among siblings; ``p`` is what PUCT uses
-    (the prior with root noise mixed in while the parent is the root).
+    visits only, ``q`` is the mean value in [-1, 1]. ``weight`` is the set's
+    sequence probability (clipped for the greedy set), ``prior`` that weight
+    normalised among the siblings it was proposed with; ``p`` is what PUCT uses
+    (the prior mixed with a uniform one while the parent is the root).
     ``finish`` is why the answer ends at this node ("eos", "stop", "length"),
     or None while it can grow.
     """
@@ -32,6 +32,7 @@ class Node:
     token_ids: tuple[int, ...]
     parent: Node | None = None
     depth: int = 0
+    weight: float = 1.0
     prior: float = 1.0
     p: float = 1.0
     log_prob: float = 0.0
@@ -109,47 +110,70 @@ def select_child(node: Node, c: float, bounds: ValueRange) -> Node:
     return max(node.children, key=lambda child: puct_score(child, node.n, c, bounds))
 
 
-def normalise_priors(
-    log_probs: Sequence[float], greedy_index: int | None, single_token: bool
-) -> list[float]:
-    """Sibling priors from sequence log-probabilities.
+def clip_greedy(weights: Sequence[float], greedy_index: int | None) -> list[float]:
+    """Sequence probabilities with the greedy set's clipped by its sampled siblings'.
 
-    For multi-token sets the greedy child's raw probability is clipped into
-    [max + min, sum] of the sampled ones so the greedy path cannot swamp (or
-    vanish next to) the samples; 1-token sets use plain normalisation.
+    As in the reference: first capped at the sum of the sampled ones, then
+    raised to at least max + min of them (so with one sampled sibling the
+    greedy set weighs twice as much), so the greedy path can neither swamp
+    nor vanish next to the samples.
     """
-    raw = [math.exp(lp) for lp in log_probs]
-    sampled = [r for i, r in enumerate(raw) if i != greedy_index]
-    if not single_token and greedy_index is not None and sampled:
-        low, high = max(sampled) + min(sampled), sum(sampled)
-        raw[greedy_index] = min(max(raw[greedy_index], low), high)
-    total = sum(raw)
+    clipped = list(weights)
+    sampled = [w for i, w in enumerate(weights) if i != greedy_index]
+    if greedy_index is not None and sampled:
+        capped = min(clipped[greedy_index], sum(sampled))
+        clipped[greedy_index] = max(capped, max(sampled) + min(sampled))
+    return clipped
+
+
+def normalise(weights: Sequence[float]) -> list[float]:
+    total = sum(weights)
     if total <= 0.0:
-        return [1.0 / len(raw)] * len(raw)
-    return [r / total for r in raw]
+        return [1.0 / len(weights)] * len(weights)
+    return [w / total for w in weights]
 
 
-def assign_priors(children: Sequence[Node], single_token: bool) -> None:
-    """Recompute sibling priors from their log-probabilities (after adding children too)."""
-    greedy = next((i for i, child in enumerate(children) if child.greedy), None)
-    priors = normalise_priors([child.log_prob for child in children], greedy, single_token)
-    for child, prior in zip(children, priors, strict=True):
-        child.prior = child.p = prior
+def assign_priors(children: Sequence[Node], single_token: bool, root_noise: float) -> None:
+    """Priors of a fresh expansion: normalised weights, mixed with uniform at the root.
+
+    Children's ``log_prob`` are under the sampling distribution (top-k at the
+    sampling temperature); 1-token sets (the top tokens) are not clipped.
+    """
+    greedy = next((i for i, c in enumerate(children) if c.greedy), None)
+    weights = [math.exp(child.log_prob) for child in children]
+    if not single_token:
+        weights = clip_greedy(weights, greedy)
+    for child, weight, prior in zip(children, weights, normalise(weights), strict=True):
+        child.weight, child.prior, child.p = weight, prior, prior
+    if children and children[0].parent is not None and children[0].parent.parent is None:
+        mix_root_noise(children, root_noise)
 
 
-def mix_root_noise(children: Sequence[Node], weight: float, rng: random.Random) -> None:
-    """Set p = (1 - w)·prior + w·noise, noise uniform random and normalised.
+def add_prior(parent: Node, child: Node, root_noise: float) -> None:
+    """Prior of a child added by dynamic node addition; its siblings keep theirs.
 
-    Called whenever a node becomes the root (and when the root gains
-    children), so exploration at the decision point never collapses onto
-    the model's own favourite.
+    Its weight is normalised over the siblings' weights and its own, and at the
+    root mixed with a uniform prior over the grown family, as the reference does.
+    """
+    child.weight = math.exp(child.log_prob)
+    total = sum(sibling.weight for sibling in parent.children)
+    child.prior = child.p = child.weight / total if total > 0 else 1.0 / len(parent.children)
+    if parent.parent is None:
+        child.p = (1.0 - root_noise) * child.prior + root_noise / len(parent.children)
+
+
+def mix_root_noise(children: Sequence[Node], weight: float) -> None:
+    """Set p = (1 - w)·prior + w / K over the K children of the root.
+
+    Applied when children are proposed at the root and to the new root's
+    children when a step is committed, so exploration at the decision being
+    made never collapses onto the model's own favourite. The mix is fixed
+    (0.75·p + 0.25/K in the paper), not a random draw.
     """
     if not children:
         return
-    noise = [rng.random() for _ in children]
-    total = sum(noise) or 1.0
-    for child, eta in zip(children, noise, strict=True):
-        child.p = (1.0 - weight) * child.prior + weight * eta / total
+    for child in children:
+        child.p = (1.0 - weight) * child.prior + weight / len(children)
 
 
 def backup(path: Sequence[Node], value: float, bounds: ValueRange) -> None:
@@ -186,11 +210,14 @@ def similarity_update(path: Sequence[Node], value: float, threshold: float, weig
 
 
 def children_alike(node: Node, set_length: int, threshold: float) -> bool:
-    """True when the children's embeddings barely vary (norm of variance < threshold·length)."""
-    embeddings = [child.embedding for child in node.children if child.embedding is not None]
-    if len(embeddings) < 2:
-        return True
-    variance = torch.stack(embeddings).var(dim=0, unbiased=False)
+    """True when the children's embeddings barely vary (norm of variance < threshold·length).
+
+    Needs every child embedded (visited) and at least two of them.
+    """
+    embeddings = [child.embedding for child in node.children]
+    if len(embeddings) < 2 or any(e is None for e in embeddings):
+        return False  # one child has no variance (the reference's is NaN): never alike
+    variance = torch.stack(embeddings).var(dim=0)  # sample variance, as torch.var
     return float(variance.norm()) < threshold * set_length
 
 

@@ -32,7 +32,7 @@ def tiny_llama() -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast]:
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
-        max_position_embeddings=2048,
+        max_position_embeddings=8192,  # the harmless judge prompt is ~4.5k characters
         eos_token_id=1,
         pad_token_id=0,
         bos_token_id=None,

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from rain_search.backends.base import ExpandRequest
-from rain_search.backends.hf import HFBackend
+from rain_search.backends.hf import HFBackend, sampling_log_probs
 from rain_search.backends.judge import HFJudge, label_token_id
 from rain_search.errors import TemplateError
 from rain_search.evaluators import ModelEvaluator
@@ -75,8 +75,10 @@ def test_children_and_grandchildren_match_full_encode(tiny_llama, backend) -> No
     for proposal in deeper.proposals:
         full = full_log_probs(model, base + list(proposal.token_ids))
         positions = range(len(base) - 1, len(base) - 1 + len(proposal.token_ids))
+        # Priors are read under the sampling distribution: top-10, renormalised.
         expected = sum(
-            float(full[pos, tok]) for pos, tok in zip(positions, proposal.token_ids, strict=True)
+            float(sampling_log_probs(full[pos], 10, 1.0)[tok])
+            for pos, tok in zip(positions, proposal.token_ids, strict=True)
         )
         assert proposal.log_prob == pytest.approx(expected, abs=ATOL)
         torch.testing.assert_close(proposal.state.next_log_probs, full[-1], atol=ATOL, rtol=0)
@@ -168,7 +170,8 @@ def test_judge_reuses_the_conversation_prefix_and_still_matches(tiny_llama) -> N
     judge.score(prompt, ["Mix flour and water"])
     before = counters.tokens_processed
     [reused] = judge.score(prompt, ["Mix flour and water, then knead."])
-    new_tokens = len(", then knead.") + max(len(q) for q in judge.question_ids)
+    question = max(len(template.question_text(good_first)) for good_first in (True, False))
+    new_tokens = len(", then knead.") + question  # one token per character
     assert counters.tokens_processed - before == 2 * new_tokens
     [fresh] = HFJudge(model, tokenizer, template, Counters()).score(
         prompt, ["Mix flour and water, then knead."]

@@ -97,8 +97,12 @@ def test_cancelling_an_async_consumer_stops_the_search_and_frees_the_generator(g
 
 def test_votes_configures_the_self_evaluator(tiny_llama) -> None:
     model, tokenizer = tiny_llama
-    hard = RainGenerator(model, tokenizer, RainConfig(votes="hard"), embedder="hidden")
-    assert hard.evaluator.votes == "hard"
+    hard = RainGenerator(model, tokenizer, RainConfig(), embedder="hidden")
+    assert hard.evaluator.votes == "hard"  # the paper's (and the default) way
     assert set(hard.evaluator.score("Hi", ["Hello.", "Go away."])) <= {-1.0, 0.0, 1.0}
+    soft = RainGenerator(model, tokenizer, RainConfig(votes="soft"), embedder="hidden")
+    assert soft.evaluator.votes == "soft"
     with pytest.raises(ConfigError, match="votes='soft' differs"):
         hard.generate("Hi", votes="soft")
+    with pytest.raises(ConfigError, match="swap_labels=False differs"):
+        hard.generate("Hi", swap_labels=False)

@@ -57,11 +57,13 @@ class FakeBackend:
                 rows.append((tuple(RANKING[int(i)] for i in picks), False))
         if self.eos_after is not None and len(prefix) >= self.eos_after:
             rows = [((EOS,), False)]
-        proposals, seen = [], set(request.exclude)
+        proposals, seen, sampled = [], set(request.exclude), 0
         for rank, (ids, greedy) in enumerate(rows):
-            if ids not in seen:
+            full = request.keep is not None and sampled >= request.keep and not greedy
+            if ids not in seen and not full:
                 seen.add(ids)
-                proposals.append(Proposal(ids, -1.0 - rank, greedy, prefix + ids))
+                sampled += not greedy
+                proposals.append(Proposal(ids, (-1.0 - rank,), greedy, prefix + ids))
             self.counters.count_forward(len(rows), 1)
         rollout = (GOOD,) if request.rollout_tokens else ()
         return Expansion(proposals, rollout)
@@ -85,7 +87,7 @@ def penalise_bad(text: str) -> float:
 def run(config: RainConfig, evaluator=penalise_bad, backend=None, on_step=None):
     backend = backend or FakeBackend()
     search = TreeSearch(backend, FunctionEvaluator(evaluator), WordEmbedder(), config, "prompt")
-    for step in search.steps([7, 7, 7]):
+    for step in search.steps([3, 3, 3]):
         if on_step is not None:
             on_step(step)
     return search, search.result
@@ -123,13 +125,39 @@ def test_budget_counts_inherited_visits() -> None:
         assert after.iterations == max(15, 50 - after.inherited_visits)
 
 
-def test_early_stop_after_min_fresh_iterations() -> None:
-    config = RainConfig(max_new_tokens=3)
-    _, result = run(config, evaluator=lambda text: 1.0)
+def test_early_stop_is_checked_after_every_iteration() -> None:
+    # Every text scores 1: the first step stops as soon as its best child has 7 real
+    # visits, well before the 15 fresh iterations the budget would otherwise ask for.
+    _, result = run(RainConfig(max_new_tokens=3), evaluator=lambda text: 1.0)
     first = result.steps[0]
     assert first.early_stopped
-    assert first.iterations == 15
-    assert first.value == pytest.approx(1.0)
+    assert first.iterations < 15
+    best = next(c for c in first.candidates if c.chosen)
+    assert best.real_visits == 7 and best.value == pytest.approx(1.0)
+
+
+def good_child_root(backend: FakeBackend, visits: int, value: float) -> Node:
+    """A root whose only child already has ``visits`` real visits worth ``value``."""
+    root = Node((), state=backend.start([3]), n=visits, fn=visits, q=value)
+    child = Node((GOOD,), root, 1, n=visits, fn=visits, q=value, state=(GOOD,))
+    root.children = [child]
+    return root
+
+
+def test_an_inherited_good_child_stops_after_one_fresh_iteration() -> None:
+    backend = FakeBackend()
+    config = RainConfig(max_new_tokens=20)
+    search = TreeSearch(backend, FunctionEvaluator(lambda t: 1.0), WordEmbedder(), config, "p")
+    assert search.search(good_child_root(backend, visits=7, value=0.9)) == (1, True)
+
+
+def test_early_stop_flag_survives_a_loop_ending_at_the_budget() -> None:
+    # The last iteration both meets the budget (T=8 visits) and makes the child good
+    # enough (7 > T_m=6 real visits, q > 0.8): the step reports the early stop.
+    backend = FakeBackend()
+    config = RainConfig(max_new_tokens=20, max_iterations=7, min_fresh_iterations=1)
+    search = TreeSearch(backend, FunctionEvaluator(lambda t: 1.0), WordEmbedder(), config, "p")
+    assert search.search(good_child_root(backend, visits=6, value=0.9)) == (1, True)
 
 
 def test_dynamic_addition_widens_a_hopeless_node() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import random
 
 import pytest
 import torch
@@ -11,14 +10,16 @@ import torch
 from rain_search.tree import (
     Node,
     ValueRange,
+    add_prior,
     assign_priors,
     backup,
     best_child,
     children_alike,
+    clip_greedy,
     early_stop,
     mix_root_noise,
     needs_more_children,
-    normalise_priors,
+    normalise,
     puct_score,
     select_child,
     similarity_update,
@@ -107,30 +108,47 @@ def test_embedding_running_mean() -> None:
 
 def test_priors_greedy_clipped_into_sampled_range() -> None:
     # Sampled raw probabilities 0.1, 0.2, 0.3: greedy must lie in [0.3+0.1, 0.6].
-    logs = [math.log(x) for x in (0.9, 0.1, 0.2, 0.3)]
-    priors = normalise_priors(logs, greedy_index=0, single_token=False)
-    assert priors == pytest.approx([0.6 / 1.2, 0.1 / 1.2, 0.2 / 1.2, 0.3 / 1.2])
-    logs[0] = math.log(0.01)
-    priors = normalise_priors(logs, greedy_index=0, single_token=False)
-    assert priors[0] == pytest.approx(0.4 / 1.0)
-    # Single-token sets: plain normalisation, no clipping.
-    assert normalise_priors(logs, 0, single_token=True) == pytest.approx(
-        [0.01 / 0.61, 0.1 / 0.61, 0.2 / 0.61, 0.3 / 0.61]
-    )
+    weights = [0.9, 0.1, 0.2, 0.3]
+    assert normalise(clip_greedy(weights, 0)) == pytest.approx([0.5, 0.1 / 1.2, 0.2 / 1.2, 0.25])
+    assert clip_greedy([0.01, 0.1, 0.2, 0.3], 0)[0] == pytest.approx(0.4)
+    # No greedy child (1-token sets): weights as they are.
+    assert clip_greedy(weights, None) == weights
 
 
-def test_assign_priors_and_root_noise() -> None:
+def test_greedy_clip_with_one_sampled_sibling_follows_the_reference() -> None:
+    # The reference caps at the sum first, then raises to max + min: with one sampled
+    # sibling of weight s the greedy set always weighs 2s (min(g, s) then max(., 2s)).
+    for greedy in (0.001, 0.05, 0.9):
+        assert clip_greedy([greedy, 0.05], 0) == pytest.approx([0.1, 0.05])
+
+
+def test_assign_priors_and_fixed_root_mix() -> None:
     root = Node(())
     root.children = [Node((i,), root, log_prob=math.log(p)) for i, p in enumerate((0.2, 0.6))]
-    assign_priors(root.children, single_token=True)
+    assign_priors(root.children, single_token=True, root_noise=0.25)
     assert [c.prior for c in root.children] == pytest.approx([0.25, 0.75])
-    rng = random.Random(3)
-    expected_rng = random.Random(3)
-    noise = [expected_rng.random() for _ in range(2)]
-    mix_root_noise(root.children, 0.25, rng)
-    for child, eta in zip(root.children, noise, strict=True):
-        assert child.p == pytest.approx(0.75 * child.prior + 0.25 * eta / sum(noise))
-    assert sum(c.p for c in root.children) == pytest.approx(1.0)
+    # The root's children: 0.75 p + 0.25 / K, the same on every call (no random draw).
+    assert [c.p for c in root.children] == pytest.approx([0.75 * 0.25 + 0.125, 0.75 * 0.75 + 0.125])
+    mix_root_noise(root.children, 0.25)
+    assert [c.p for c in root.children] == pytest.approx([0.3125, 0.6875])
+    # Below the root no mix is applied.
+    child = root.children[0]
+    child.children = [Node((i,), child, log_prob=math.log(p)) for i, p in enumerate((0.5, 0.5))]
+    assign_priors(child.children, single_token=True, root_noise=0.25)
+    assert [c.p for c in child.children] == pytest.approx([0.5, 0.5])
+
+
+def test_added_child_prior_leaves_the_siblings_alone() -> None:
+    root = Node(())
+    root.children = [Node((i,), root, log_prob=math.log(p)) for i, p in enumerate((0.3, 0.5))]
+    assign_priors(root.children, single_token=True, root_noise=0.25)
+    before = [(c.prior, c.p) for c in root.children]
+    new = Node((2,), root, log_prob=math.log(0.2))
+    root.children.append(new)
+    add_prior(root, new, root_noise=0.25)
+    assert [(c.prior, c.p) for c in root.children[:2]] == before
+    assert new.prior == pytest.approx(0.2 / 1.0)
+    assert new.p == pytest.approx(0.75 * 0.2 + 0.25 / 3)
 
 
 def test_dynamic_addition_triggers() -> None:
@@ -149,11 +167,21 @@ def test_dynamic_addition_triggers() -> None:
     root.children[1].fn = 0
     assert not needs_more_children(root, 2, 0.03, max_children=20)
     root.children[1].fn = 1
-    # ...or diverse: variance of [1,0] and [0,1] per dim is 0.25, norm 0.3536 >= 0.03 * 2.
+    # ...or diverse: the sample variance (torch.var, as the reference) of [1,0] and [0,1]
+    # is 0.5 per dim, norm 0.7071 >= 0.03 * 20 (the population variance, 0.3536, is not).
     root.children[1].embedding = torch.tensor([0.0, 1.0])
-    assert not needs_more_children(root, 2, 0.03, max_children=20)
-    # A long enough set makes the same spread count as alike: 0.3536 < 0.03 * 12.
-    assert needs_more_children(root, 12, 0.03, max_children=20)
+    assert not needs_more_children(root, 20, 0.03, max_children=20)
+    # A long enough set makes the same spread count as alike: 0.7071 < 0.03 * 24.
+    assert needs_more_children(root, 24, 0.03, max_children=20)
+
+
+def test_a_single_child_never_counts_as_alike() -> None:
+    # Its variance is undefined (NaN in the reference), so dynamic addition never fires:
+    # otherwise a one-child node would repeat an expansion on every pass.
+    root = family((2, -0.5, 1.0))
+    root.children[0].embedding = torch.tensor([1.0, 0.0])
+    assert not children_alike(root, 10, 0.03)
+    assert not needs_more_children(root, 10, 0.03, max_children=20)
 
 
 def test_best_child_by_visits_then_value() -> None:

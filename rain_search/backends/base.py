@@ -16,8 +16,9 @@ import torch
 
 from rain_search.stats import Counters
 
-PUNCTUATION = (",", ".", "?", ":", ";", "!", "\n")
-"""Marks that end a clause: rollouts stop at them so the judge reads whole clauses."""
+PUNCTUATION = (",", ".", "?", ":", ";", "\n")
+"""Marks that end a clause: a rollout stops once its text ends with one, so the judge
+reads whole clauses (the paper's set)."""
 
 
 @dataclass(frozen=True)
@@ -26,30 +27,41 @@ class ExpandRequest:
 
     ``mode="top"``: the ``count`` most likely single tokens not in ``exclude``.
     ``mode="sample"``: the greedy continuation (if ``greedy``) plus ``count``
-    sampled ones, each ``length`` tokens, every token drawn from the top-k at
-    ``temperature``. ``rollout_tokens > 0`` also samples one continuation from
-    the node (no top-k) until punctuation, EOS or that many tokens.
+    sampling tries, each ``length`` tokens, every token drawn from the top-k at
+    ``temperature``; of the tries, the first ``keep`` distinct ones not in
+    ``exclude`` are kept (``None``: all). A proposal's log-probability is under
+    that same distribution (top-k renormalised, at ``temperature``), as the
+    reference computes priors. ``rollout_tokens > 0`` also samples one
+    continuation from the node (no top-k) until its text ends with punctuation
+    (``rollout_until="punctuation"``), EOS, or that many tokens.
     """
 
     length: int = 1
     mode: Literal["top", "sample"] = "sample"
     count: int = 0
+    keep: int | None = None
     greedy: bool = False
     exclude: Collection[tuple[int, ...]] = ()
     top_k: int = 15
     temperature: float = 1.0
     rollout_tokens: int = 0
+    rollout_until: Literal["punctuation", "eos"] = "punctuation"
     rollout_temperature: float = 1.0
 
 
 @dataclass
 class Proposal:
-    """One proposed child: its tokens, their log-probability, its backend state."""
+    """One proposed child: its tokens, their log-probabilities, its backend state."""
 
     token_ids: tuple[int, ...]
-    log_prob: float
+    token_log_probs: tuple[float, ...]
     greedy: bool
     state: Any
+
+    @property
+    def log_prob(self) -> float:
+        """Log-probability of the whole set under the sampling distribution."""
+        return sum(self.token_log_probs)
 
 
 @dataclass

@@ -49,6 +49,8 @@ def trim_kv(kv: KV, tokens: int) -> KV:
 
 def make_cache(kv: KV, batch: int) -> DynamicCache:
     """A cache holding ``kv`` repeated ``batch`` times (views: no copy until extended)."""
+    if not kv:
+        return DynamicCache()
     return DynamicCache(
         ddp_cache_data=[(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)) for k, v in kv]
     )
@@ -65,21 +67,32 @@ def cache_rows(cache: DynamicCache, row: int, start: int, stop: int) -> KV:
     )
 
 
+def sampling_log_probs(log_probs: torch.Tensor, top_k: int, temperature: float) -> torch.Tensor:
+    """Log-probs of the distribution tokens are drawn from: top-k of ``log_probs / T``.
+
+    Renormalised over the top-k (k=0: no cut), -inf elsewhere. Candidate
+    priors are read from it, as the reference does. Temperature 0 (greedy)
+    reads priors at temperature 1.
+    """
+    logits = log_probs / (temperature or 1.0)
+    if 0 < top_k < logits.shape[-1]:
+        kth = logits.topk(top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    return logits.log_softmax(-1)
+
+
+def draw(dist: torch.Tensor, temperature: float, generator: torch.Generator) -> torch.Tensor:
+    """One token per row of ``dist`` (log-probs); temperature 0 takes the most likely."""
+    if temperature == 0.0:
+        return dist.argmax(-1)
+    return torch.multinomial(dist.exp(), 1, generator=generator).squeeze(-1)
+
+
 def sample_top_k(
     log_probs: torch.Tensor, top_k: int, temperature: float, generator: torch.Generator
 ) -> torch.Tensor:
-    """One token per row from the top-k of ``log_probs / temperature`` (k=0: no cut).
-
-    Temperature 0 is the limit of sampling: the most likely token.
-    """
-    if temperature == 0.0:
-        return log_probs.argmax(-1)
-    logits = log_probs / temperature
-    if 0 < top_k < logits.shape[-1]:
-        values, indices = logits.topk(top_k, dim=-1)
-        picks = torch.multinomial(values.softmax(-1), 1, generator=generator)
-        return indices.gather(-1, picks).squeeze(-1)
-    return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
+    """One token per row from the top-k of ``log_probs / temperature`` (k=0: no cut)."""
+    return draw(sampling_log_probs(log_probs, top_k, temperature), temperature, generator)
 
 
 class HFBackend:
@@ -129,10 +142,10 @@ class HFBackend:
 
         Rows 0..C-1 are the candidate children, an optional last row is the
         rollout. Children stop after ``request.length`` tokens; the rollout
-        row alone continues (its cache narrowed to one row) to punctuation.
+        row alone continues (its cache narrowed to one row) until it ends.
         """
         leaf = path[-1]
-        first, greedy_rows = self._first_tokens(leaf.next_log_probs, request, generator)
+        first, greedy_rows = self._first_tokens(leaf.next_log_probs, request)
         n_children = len(greedy_rows)
         rollout = request.rollout_tokens > 0
         batch = n_children + int(rollout)
@@ -141,42 +154,37 @@ class HFBackend:
         kv = concat_kv(path)
         prefix = kv[0][0].shape[-2]
         cache = make_cache(kv, batch)
-        greedy_mask = torch.tensor(greedy_rows + [False] * int(rollout), device=self.device)
+        greedy_mask = torch.tensor(greedy_rows, device=self.device, dtype=torch.bool)
         tokens: list[list[int]] = [[] for _ in range(batch)]
+        token_log_probs: list[list[float]] = [[] for _ in range(n_children)]
         log_probs = leaf.next_log_probs.expand(batch, -1)
-        sums = torch.zeros(batch, device=self.device)
         states: list[NodeState] = []
         length = request.length if n_children else 0
         rollout_done = not rollout
         step = 0
         while True:
-            if step == 0 and first is not None:
-                chosen = torch.cat([first, first.new_zeros(int(rollout))])
-            else:
-                chosen = torch.where(
-                    greedy_mask[-batch:],
-                    log_probs.argmax(-1),
-                    sample_top_k(log_probs, request.top_k, request.temperature, generator),
-                )
-            if rollout:
-                chosen[-1] = sample_top_k(
-                    log_probs[-1:], 0, request.rollout_temperature, generator
-                )[0]
+            row_tokens: list[int] = []
             if step < length:
-                sums[:n_children] += (
-                    log_probs[:n_children].gather(-1, chosen[:n_children, None]).squeeze(-1)
+                picks, picked_log_probs = self._choose(
+                    log_probs[:n_children], first, greedy_mask, request, step, generator
                 )
                 for row in range(n_children):
-                    tokens[row].append(int(chosen[row]))
-            if not rollout_done:
-                token = int(chosen[-1])
-                tokens[-1].append(token)
-                rollout_done = self._rollout_ends(token, len(tokens[-1]), request.rollout_tokens)
+                    row_tokens.append(int(picks[row]))
+                    tokens[row].append(row_tokens[-1])
+                    token_log_probs[row].append(float(picked_log_probs[row]))
+            if rollout:
+                if not rollout_done:
+                    dist = log_probs[-1:]
+                    token = int(sample_top_k(dist, 0, request.rollout_temperature, generator)[0])
+                    tokens[-1].append(token)
+                    rollout_done = self._rollout_ends(token, len(tokens[-1]), request)
+                row_tokens.append(tokens[-1][-1])  # a finished rollout row idles
             if step >= length and rollout_done:
                 break
             if step >= length and batch > 1:  # children finished: keep only the rollout row
                 cache.batch_select_indices(torch.tensor([batch - 1], device=self.device))
-                chosen, batch = chosen[-1:], 1
+                batch = 1
+            chosen = torch.tensor(row_tokens[-batch:], device=self.device)
             log_probs = self.forward(chosen[:, None], cache)
             step += 1
             if step == length:
@@ -185,13 +193,13 @@ class HFBackend:
                     for row in range(n_children)
                 ]
         proposals = [
-            Proposal(tuple(tokens[row]), float(sums[row]), greedy_rows[row], states[row])
+            Proposal(tuple(tokens[row]), tuple(token_log_probs[row]), greedy_rows[row], states[row])
             for row in range(n_children)
         ]
         return Expansion(self._distinct(proposals, request), tuple(tokens[-1]) if rollout else ())
 
     def _first_tokens(
-        self, log_probs: torch.Tensor, request: ExpandRequest, generator: torch.Generator
+        self, log_probs: torch.Tensor, request: ExpandRequest
     ) -> tuple[torch.Tensor | None, list[bool]]:
         """Fixed first tokens for ``top`` mode, and which rows decode greedily."""
         if request.mode == "top":
@@ -201,18 +209,48 @@ class HFBackend:
             return torch.tensor(picks, device=self.device, dtype=torch.long), [False] * len(picks)
         return None, [True] * int(request.greedy) + [False] * request.count
 
+    @staticmethod
+    def _choose(
+        log_probs: torch.Tensor,
+        first: torch.Tensor | None,
+        greedy: torch.Tensor,
+        request: ExpandRequest,
+        step: int,
+        generator: torch.Generator,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each candidate row's next token and its log-prob under the sampling distribution.
+
+        ``top`` mode's fixed tokens are scored over the whole vocabulary at the
+        sampling temperature (normalised among siblings this is the
+        reference's top-k renormalisation); sampled rows over the top-k.
+        """
+        top_k = 0 if first is not None else request.top_k
+        dist = sampling_log_probs(log_probs, top_k, request.temperature)
+        if step == 0 and first is not None:
+            picks = first
+        else:
+            sampled = draw(dist, request.temperature, generator)
+            picks = torch.where(greedy, dist.argmax(-1), sampled)
+        return picks, dist.gather(-1, picks[:, None]).squeeze(-1)
+
     def _distinct(self, proposals: list[Proposal], request: ExpandRequest) -> list[Proposal]:
-        """Cut each proposal after EOS, then drop duplicates and excluded sets."""
+        """Cut each proposal after EOS, then drop duplicates and excluded sets.
+
+        Of the sampled tries, only the first ``request.keep`` distinct ones stay.
+        """
         seen = set(request.exclude)
-        kept = []
+        kept: list[Proposal] = []
+        sampled = 0
         for proposal in proposals:
-            cut = self._cut_at_eos(proposal.token_ids)
-            if len(cut) < len(proposal.token_ids):  # an answer ends here: drop the cache past EOS
-                proposal.state = self._trim(proposal.state, len(proposal.token_ids) - len(cut))
-                proposal.token_ids = cut
-            if proposal.token_ids not in seen:
-                seen.add(proposal.token_ids)
-                kept.append(proposal)
+            self._cut_at_eos(proposal)
+            if proposal.token_ids in seen:
+                continue
+            if not proposal.greedy:
+                if request.keep is not None and sampled >= request.keep:
+                    continue
+                sampled += 1
+            seen.add(proposal.token_ids)
+            kept.append(proposal)
         return kept
 
     def _trim(self, state: NodeState, drop: int) -> NodeState:
@@ -220,21 +258,33 @@ class HFBackend:
         kept = state.kv[0][0].shape[-2] - drop
         return NodeState(trim_kv(state.kv, kept), state.next_log_probs)
 
-    def _cut_at_eos(self, token_ids: tuple[int, ...]) -> tuple[int, ...]:
-        for index, token in enumerate(token_ids):
+    def _cut_at_eos(self, proposal: Proposal) -> None:
+        """End ``proposal`` at its first EOS: the tokens after it, their log-probs and cache go.
+
+        The answer ends there, so what the model would say after it must not
+        weigh on the set's prior.
+        """
+        for index, token in enumerate(proposal.token_ids):
             if token in self.eos_token_ids:
-                return token_ids[: index + 1]
-        return token_ids
+                drop = len(proposal.token_ids) - index - 1
+                if drop:
+                    proposal.state = self._trim(proposal.state, drop)
+                    proposal.token_ids = proposal.token_ids[: index + 1]
+                    proposal.token_log_probs = proposal.token_log_probs[: index + 1]
+                return
 
-    def _rollout_ends(self, token: int, length: int, limit: int) -> bool:
-        return token in self.eos_token_ids or self.is_punctuation(token) or length >= limit
+    def _rollout_ends(self, token: int, length: int, request: ExpandRequest) -> bool:
+        if token in self.eos_token_ids or length >= request.rollout_tokens:
+            return True
+        return request.rollout_until == "punctuation" and self.ends_clause(token)
 
-    def is_punctuation(self, token: int) -> bool:
-        """Does this token's text contain a clause-ending mark? (table built once)."""
+    def ends_clause(self, token: int) -> bool:
+        """Does this token's text end with a clause-ending mark? (table built once)"""
         if self._punctuation is None:
             self._punctuation = punctuation_table(self.tokenizer, len(self.tokenizer))
         return token < len(self._punctuation) and bool(self._punctuation[token])
 
+    # -- plain decoding, for comparison ------------------------------------------
     # -- plain decoding, for comparison ------------------------------------------
 
     def vanilla(
@@ -265,11 +315,10 @@ class HFBackend:
 
 
 def punctuation_table(tokenizer: PreTrainedTokenizerBase, size: int) -> torch.Tensor:
-    """Boolean per token id: does its decoded text contain punctuation?"""
+    """Boolean per token id: does its decoded text end with a punctuation mark?"""
     table = torch.zeros(size, dtype=torch.bool)
     for token_id in range(size):
-        text = tokenizer.decode([token_id])
-        table[token_id] = any(mark in text for mark in PUNCTUATION)
+        table[token_id] = tokenizer.decode([token_id]).endswith(PUNCTUATION)
     return table
 
 

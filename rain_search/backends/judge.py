@@ -2,8 +2,8 @@
 
 The template's fixed part (instruction and few-shot examples) is the same for
 every judgment, so it is encoded once and its key/value cache reused; each
-judgment encodes only the part of the conversation not already cached and the
-question, in both option orders, as one batch. The score is read from the
+judgment encodes only what differs from the last one, in both option orders,
+as one batch. The score is read from the
 next-token probabilities of the two option labels, whose ids are found
 through the tokenizer.
 """
@@ -40,11 +40,14 @@ def label_token_id(tokenizer: PreTrainedTokenizerBase, prefix: str, label: str) 
 class HFJudge:
     """Scores (prompt, response) pairs in [-1, 1] with one template on one model.
 
-    A judgment is laid out as *fixed part, conversation, question*: the fixed
-    part's cache is computed once, the question (in both option orders) is a
-    fixed suffix, and the conversation is cached by token prefix, so judging
-    the next candidate of a search re-reads only where its text differs from
-    the last one (the prompt and the committed answer are shared).
+    A judgment is the template rendered as one text (*fixed part,
+    conversation, question*) and tokenised as one text, so the model reads
+    exactly the tokens the text stands for: tokenising the pieces apart would
+    add a spurious leading-space token at every join on SentencePiece
+    (LLaMA-style) tokenizers. The keys and values of the last judgment are
+    kept, and the next one re-reads only from the first token where it
+    differs (the instruction, few-shot examples, prompt and committed answer
+    are shared), with both option orders as one batch.
     """
 
     def __init__(
@@ -54,23 +57,20 @@ class HFJudge:
         template: EvalTemplate,
         counters: Counters,
         *,
-        votes: str = "soft",
+        votes: str = "hard",
+        swap_labels: bool = True,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.template = template
         self.counters = counters
         self.votes = votes
+        self.orders = ORDERS if swap_labels else ORDERS[:1]
         self.label_ids = tuple(
             label_token_id(tokenizer, template.answer_prefix, label) for label in template.labels
         )
         self.fixed_ids = tokenizer.encode(template.fixed_text(), add_special_tokens=True)
-        self.question_ids = [
-            tokenizer.encode(template.question_text(good_first), add_special_tokens=False)
-            for good_first in ORDERS
-        ]
-        self._fixed: KV | None = None
-        self._last: tuple[list[int], KV] = ([], ())  # conversation ids, cache of fixed + them
+        self._last: tuple[list[int], KV] | None = None  # last judgment's first row, its cache
 
     @property
     def device(self) -> torch.device:
@@ -78,8 +78,8 @@ class HFJudge:
 
     @torch.inference_mode()
     def fixed_cache(self) -> KV:
-        """Keys and values of the template's fixed part, encoded on first use."""
-        if self._fixed is None:
+        """Keys and values of the template's fixed part, encoded once before the first judgment."""
+        if self._last is None:
             cache = DynamicCache()
             self.counters.count_forward(1, len(self.fixed_ids))
             self.model(
@@ -87,72 +87,90 @@ class HFJudge:
                 past_key_values=cache,
                 logits_to_keep=1,
             )
-            self._fixed = cache_rows(cache, 0, 0, len(self.fixed_ids))
-        return self._fixed
+            self._last = (self.fixed_ids, cache_rows(cache, 0, 0, len(self.fixed_ids)))
+        return self._last[1]
 
     def score(self, prompt: str, responses: Sequence[str]) -> list[float]:
         """One score per response: +1 surely good, -1 surely bad."""
         return [self._score_one(prompt, response) for response in responses]
 
-    def conversation_ids(self, prompt: str, response: str) -> list[int]:
-        text = self.template.conversation_text(prompt, response)
-        return self.tokenizer.encode(text, add_special_tokens=False)
+    def judgment_ids(self, prompt: str, response: str) -> list[list[int]]:
+        """The whole judge prompt's token ids, one row per option order asked."""
+        rows = [
+            self.tokenizer.encode(
+                self.template.render(prompt, response, good_first), add_special_tokens=True
+            )
+            for good_first in self.orders
+        ]
+        self._check_length(max(len(row) for row in rows))
+        return rows
 
     @torch.inference_mode()
     def _score_one(self, prompt: str, response: str) -> float:
-        """Both option orders as one batch of two rows over the cached prefix.
+        """Every option order as one batch over the cached common prefix.
 
         Rows are right-padded: with causal attention a real token never sees
         the padding after it, so no mask is needed; each row's answer is read
         at its own last real position.
         """
-        conversation = self.conversation_ids(prompt, response)
-        self._check_length(len(conversation))
-        kv, reused = self._cached_prefix(conversation)
-        delta = conversation[reused:]
-        rows = [delta + question for question in self.question_ids]
-        width = max(len(row) for row in rows)
+        rows = self.judgment_ids(prompt, response)
+        kv, reused = self._cached_prefix(rows)
+        deltas = [row[reused:] for row in rows]
+        width = max(len(delta) for delta in deltas)
         pad = self.tokenizer.pad_token_id or 0
-        ids = torch.tensor([row + [pad] * (width - len(row)) for row in rows], device=self.device)
+        ids = torch.tensor([d + [pad] * (width - len(d)) for d in deltas], device=self.device)
         cache = make_cache(kv, len(rows))
         self.counters.count_forward(len(rows), width)
-        last = torch.tensor([[len(row) - 1] for row in rows], device=self.device)
+        last = torch.tensor([[len(d) - 1] for d in deltas], device=self.device)
         # Project only each row's last position onto the vocabulary.
         logits = self.model(
             input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=last
         ).logits[:, 0]
-        end = len(self.fixed_ids) + len(conversation)
-        self._last = (conversation, cache_rows(cache, 0, 0, end))
+        self._last = (rows[0], cache_rows(cache, 0, 0, len(rows[0])))
         first_label = logits[:, list(self.label_ids)].float().softmax(-1)[:, 0].tolist()
         # Row 0 puts the good option first (label 0), row 1 second (label 1).
-        return self._combine(first_label[0], 1.0 - first_label[1])
+        good = [p if first else 1.0 - p for p, first in zip(first_label, self.orders, strict=True)]
+        return self._combine(good)
 
-    def _cached_prefix(self, conversation: list[int]) -> tuple[KV, int]:
-        """Cache of the fixed part plus the longest cached start of ``conversation``."""
-        last_ids, last_kv = self._last
-        shared = 0
-        for mine, theirs in zip(conversation, last_ids, strict=False):
-            if mine != theirs:
-                break
-            shared += 1
+    def _cached_prefix(self, rows: list[list[int]]) -> tuple[KV, int]:
+        """Cache of the longest start shared by every row and the last judgment.
+
+        At least one token of each row is left to feed, so its logits exist.
+        """
+        if self._last is None:
+            self.fixed_cache()
+        last_ids, last_kv = self._last or ([], ())
+        limit = min(len(row) for row in rows) - 1
+        shared = min(common_prefix(row, last_ids) for row in rows)
+        shared = min(shared, limit)
         if shared == 0:
-            return self.fixed_cache(), 0
-        return trim_kv(last_kv, len(self.fixed_ids) + shared), shared
+            return (), 0
+        return trim_kv(last_kv, shared), shared
 
-    def _combine(self, good_first: float, good_second: float) -> float:
+    def _combine(self, good: list[float]) -> float:
+        """Probabilities of the good option, one per order asked, as a score in [-1, 1]."""
         if self.votes == "hard":
-            return (_vote(good_first) + _vote(good_second)) / 2
-        return good_first + good_second - 1.0
+            return sum(_vote(p) for p in good) / len(good)
+        return 2.0 * sum(good) / len(good) - 1.0
 
-    def _check_length(self, conversation_tokens: int) -> None:
+    def _check_length(self, tokens: int) -> None:
         window = getattr(self.model.config, "max_position_embeddings", None)
-        longest = len(self.fixed_ids) + conversation_tokens + max(len(q) for q in self.question_ids)
-        if window is not None and longest > window:
+        if window is not None and tokens > window:
             raise PromptError(
-                f"the judge prompt is {longest} tokens but the judge model's context window is "
+                f"the judge prompt is {tokens} tokens but the judge model's context window is "
                 f"{window}; shorten the prompt, lower max_new_tokens or use a template with fewer "
                 "few-shot examples"
             )
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading tokens ``a`` and ``b`` share."""
+    shared = 0
+    for mine, theirs in zip(a, b, strict=False):
+        if mine != theirs:
+            break
+        shared += 1
+    return shared
 
 
 def _vote(good_probability: float) -> int:

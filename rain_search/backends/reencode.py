@@ -18,10 +18,10 @@ from transformers import DynamicCache
 
 from rain_search.backends.base import ExpandRequest, Expansion, Proposal
 from rain_search.backends.hf import HFBackend, sample_top_k
-from rain_search.backends.judge import ORDERS, HFJudge
+from rain_search.backends.judge import HFJudge
 
-Chooser = Callable[[torch.Tensor], torch.Tensor]
-"""Picks the next token from (1, vocab) log-probs."""
+Chooser = Callable[[torch.Tensor, int], tuple[int, float]]
+"""Picks the next token from (1, vocab) log-probs at a step: the token and its log-prob."""
 
 
 @dataclass
@@ -37,7 +37,7 @@ class ReencodeBackend(HFBackend):
 
     def start(self, prompt_ids: Sequence[int]) -> TextState:
         ids = tuple(prompt_ids)
-        return TextState(ids, self._generate(ids, 0, lambda _: 0)[1])
+        return TextState(ids, self._generate(ids, 0, lambda log_probs, step: (0, 0.0))[2])
 
     def advance(self, root: TextState, child: TextState) -> TextState:
         return child
@@ -47,30 +47,29 @@ class ReencodeBackend(HFBackend):
     ) -> Expansion:
         """Each child, then the rollout, as its own full-text generation."""
         leaf = path[-1]
-        first, greedy_rows = self._first_tokens(leaf.next_log_probs, request, generator)
+        first, greedy_rows = self._first_tokens(leaf.next_log_probs, request)
         proposals = []
         for row, greedy in enumerate(greedy_rows):
-            if first is not None:
-                tokens = [int(first[row])]
-                log_prob = float(leaf.next_log_probs[tokens[0]])
-                choose = self._chooser(request.top_k, request.temperature, greedy, generator)
-                more, next_log_probs, extra = self._generate(
-                    leaf.ids + tuple(tokens), request.length - 1, choose
-                )
-            else:
-                choose = self._chooser(request.top_k, request.temperature, greedy, generator)
-                more, next_log_probs, extra = self._generate(leaf.ids, request.length, choose)
-                tokens, log_prob = [], 0.0
-            tokens += more
+            fixed = first[row : row + 1] if first is not None else None
+            choose = self._candidate_chooser(fixed, greedy, request, generator)
+            tokens, token_log_probs, next_log_probs = self._generate(
+                leaf.ids, request.length, choose
+            )
             state = TextState(leaf.ids + tuple(tokens), next_log_probs)
-            proposals.append(Proposal(tuple(tokens), log_prob + extra, greedy, state))
+            proposals.append(Proposal(tuple(tokens), tuple(token_log_probs), greedy, state))
         rollout: tuple[int, ...] = ()
         if request.rollout_tokens > 0:
-            choose = self._chooser(0, request.rollout_temperature, False, generator)
-            limit = request.rollout_tokens
+
+            def sample(log_probs: torch.Tensor, step: int) -> tuple[int, float]:
+                token = sample_top_k(log_probs, 0, request.rollout_temperature, generator)[0]
+                return int(token), 0.0
+
             rollout = tuple(
                 self._generate(
-                    leaf.ids, limit, choose, lambda t, n: self._rollout_ends(t, n, limit)
+                    leaf.ids,
+                    request.rollout_tokens,
+                    sample,
+                    lambda t, n: self._rollout_ends(t, n, request),
                 )[0]
             )
         return Expansion(self._distinct(proposals, request), rollout)
@@ -82,32 +81,40 @@ class ReencodeBackend(HFBackend):
         count: int,
         choose: Chooser,
         ends: Callable[[int, int], bool] = lambda token, length: False,
-    ) -> tuple[list[int], torch.Tensor, float]:
+    ) -> tuple[list[int], list[float], torch.Tensor]:
         """Encode ``ids`` from scratch, then decode ``count`` tokens with a fresh cache.
 
-        Returns the tokens, the log-probs after the last one fed, and the sum
-        of the chosen tokens' log-probs. Stops early when ``ends`` says so.
+        Returns the tokens, their log-probs as ``choose`` scored them, and the
+        log-probs after the last one fed. Stops early when ``ends`` says so.
         """
         cache = DynamicCache()
         log_probs = self.forward(torch.tensor([list(ids)], device=self.device), cache)
         tokens: list[int] = []
-        total = 0.0
+        token_log_probs: list[float] = []
         while len(tokens) < count:
-            token = int(choose(log_probs))
+            token, log_prob = choose(log_probs, len(tokens))
             tokens.append(token)
-            total += float(log_probs[0, token])
+            token_log_probs.append(log_prob)
             if ends(token, len(tokens)):
                 break
             log_probs = self.forward(torch.tensor([[token]], device=self.device), cache)
-        return tokens, log_probs[0], total
+        return tokens, token_log_probs, log_probs[0]
 
-    @staticmethod
-    def _chooser(
-        top_k: int, temperature: float, greedy: bool, generator: torch.Generator
+    def _candidate_chooser(
+        self,
+        first: torch.Tensor | None,
+        greedy: bool,
+        request: ExpandRequest,
+        generator: torch.Generator,
     ) -> Chooser:
-        if greedy:
-            return lambda log_probs: log_probs[0].argmax()
-        return lambda log_probs: sample_top_k(log_probs, top_k, temperature, generator)[0]
+        """One candidate row's choices, made exactly as the cached backend makes them."""
+        mask = torch.tensor([greedy], device=self.device)
+
+        def choose(log_probs: torch.Tensor, step: int) -> tuple[int, float]:
+            picks, picked = self._choose(log_probs, first, mask, request, step, generator)
+            return int(picks[0]), float(picked[0])
+
+        return choose
 
     def _trim(self, state: TextState, drop: int) -> TextState:
         return TextState(state.ids[: len(state.ids) - drop], state.next_log_probs)
@@ -118,15 +125,12 @@ class ReencodeJudge(HFJudge):
 
     @torch.inference_mode()
     def _score_one(self, prompt: str, response: str) -> float:
-        conversation = self.conversation_ids(prompt, response)
-        self._check_length(len(conversation))
         good = []
-        for good_first, question in zip(ORDERS, self.question_ids, strict=True):
-            ids = self.fixed_ids + conversation + question
+        for good_first, ids in zip(self.orders, self.judgment_ids(prompt, response), strict=True):
             self.counters.count_forward(1, len(ids))
             logits = self.model(
                 input_ids=torch.tensor([ids], device=self.device), logits_to_keep=1
             ).logits[0, -1]
             first = float(logits[list(self.label_ids)].float().softmax(-1)[0])
             good.append(first if good_first else 1.0 - first)
-        return self._combine(*good)
+        return self._combine(good)

@@ -36,7 +36,8 @@ def test_invoke_matches_the_core_and_reports_statistics(llm, generator) -> None:
     assert generation.text == expected.text
     info = generation.generation_info
     assert info["finish_reason"] == expected.finish_reason
-    assert info["search"]["forward_calls"] == expected.stats["forward_calls"]
+    # The same search (forward calls can differ: the embedder's cache is warm by now).
+    assert info["search"]["iterations"] == expected.stats["iterations"]
     assert info["token_sets"] == expected.token_sets
     usage = result.llm_output["token_usage"]
     assert usage["completion_tokens"] == expected.completion_tokens

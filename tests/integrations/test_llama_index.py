@@ -23,7 +23,8 @@ def test_complete_matches_the_core_and_reports_statistics(llm, generator) -> Non
     expected = generator.generate("Hello", max_new_tokens=8)
     response = llm.complete("Hello")
     assert response.text == expected.text
-    assert response.raw["search"]["forward_calls"] == expected.stats["forward_calls"]
+    # The same search (forward calls can differ: the embedder's cache is warm by now).
+    assert response.raw["search"]["iterations"] == expected.stats["iterations"]
     assert response.raw["usage"]["completion_tokens"] == expected.completion_tokens
     streamed = list(llm.stream_complete("Hello"))
     assert "".join(r.delta for r in streamed) == expected.text
@@ -64,7 +65,7 @@ def test_metadata_and_callbacks(generator) -> None:
         callback_manager=CallbackManager([debug]),
     )
     meta = llm.metadata
-    assert meta.context_window == 2048 and meta.num_output == 5 and meta.is_chat_model
+    assert meta.context_window == 8192 and meta.num_output == 5 and meta.is_chat_model
     llm.complete("Hello")
     assert len(debug.get_event_pairs(CBEventType.LLM)) == 1
 

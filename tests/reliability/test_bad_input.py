@@ -32,13 +32,15 @@ def test_prompt_of_the_wrong_type(generator) -> None:
 
 
 def test_prompt_longer_than_the_context_window(generator) -> None:
-    with pytest.raises(PromptError, match=r"prompt is \d+ tokens .* context window is 2048"):
-        generator.generate("word " * 500)
+    window = generator.model.config.max_position_embeddings  # 8192 characters
+    with pytest.raises(PromptError, match=rf"prompt is \d+ tokens .* context window is {window}"):
+        generator.generate("word " * (window // 4))
 
 
 def test_answer_budget_is_clamped_to_the_context_window_with_a_warning(generator) -> None:
-    result = generator.vanilla("x" * 2000, max_new_tokens=100)
-    assert result.completion_tokens <= 2048 - 2000
+    window = generator.model.config.max_position_embeddings
+    result = generator.vanilla("x" * (window - 48), max_new_tokens=100)
+    assert result.completion_tokens <= 48
     assert any("max_new_tokens lowered" in warning for warning in result.warnings)
 
 
