@@ -13,7 +13,7 @@ import asyncio
 import random
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -135,6 +135,7 @@ class RainGenerator:
         for step in stream:
             if on_step is not None:
                 on_step(step)
+        assert stream.result is not None  # set when the stream is exhausted
         return stream.result
 
     def stream(
@@ -320,7 +321,7 @@ class TreeSearch:
         self.prompt_ids = list(prompt_ids)
         root = self.root = Node((), state=self.backend.start(prompt_ids))
         steps: list[StepStats] = []
-        shown, shown_ids = "", []
+        shown, shown_ids = "", list[int]()
         while True:
             step_start, step_before = time.perf_counter(), self.counters()
             inherited, fresh, stopped_early = root.fn, *self.search(root)
@@ -601,7 +602,7 @@ class RainStream:
     @staticmethod
     def _locked(
         search: TreeSearch, prompt_ids: Sequence[int], lock: threading.RLock
-    ) -> Iterator[StepStats]:
+    ) -> Generator[StepStats, None, None]:
         with lock:
             yield from search.steps(prompt_ids)
 
@@ -629,7 +630,9 @@ class RainStream:
         worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rain-search")
         done = object()
         try:
-            while (step := await loop.run_in_executor(worker, next, self, done)) is not done:
+            while isinstance(
+                step := await loop.run_in_executor(worker, next, self, done), StepStats
+            ):
                 yield step
         finally:
             self.cancel()

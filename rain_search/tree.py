@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from rain_search.result import FinishReason
+
 
 @dataclass(eq=False)
 class Node:
@@ -38,7 +40,7 @@ class Node:
     log_prob: float = 0.0
     greedy: bool = False
     state: Any = None
-    finish: str | None = None
+    finish: FinishReason | None = None
     children: list[Node] = field(default_factory=list)
     n: float = 0.0
     fn: int = 0
@@ -214,8 +216,8 @@ def children_alike(node: Node, set_length: int, threshold: float) -> bool:
 
     Needs every child embedded (visited) and at least two of them.
     """
-    embeddings = [child.embedding for child in node.children]
-    if len(embeddings) < 2 or any(e is None for e in embeddings):
+    embeddings = [child.embedding for child in node.children if child.embedding is not None]
+    if len(embeddings) < 2 or len(embeddings) < len(node.children):
         return False  # one child has no variance (the reference's is NaN): never alike
     variance = torch.stack(embeddings).var(dim=0)  # sample variance, as torch.var
     return float(variance.norm()) < threshold * set_length

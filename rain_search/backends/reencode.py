@@ -17,7 +17,7 @@ import torch
 from transformers import DynamicCache
 
 from rain_search.backends.base import ExpandRequest, Expansion, Proposal
-from rain_search.backends.hf import HFBackend, sample_top_k
+from rain_search.backends.hf import CausalLMBackend, sample_top_k
 from rain_search.backends.judge import HFJudge
 
 Chooser = Callable[[torch.Tensor, int], tuple[int, float]]
@@ -32,8 +32,8 @@ class TextState:
     next_log_probs: torch.Tensor
 
 
-class ReencodeBackend(HFBackend):
-    """:class:`HFBackend` with no cache kept between calls."""
+class ReencodeBackend(CausalLMBackend[TextState]):
+    """The same proposing rules as :class:`HFBackend`, with no cache kept between calls."""
 
     def start(self, prompt_ids: Sequence[int]) -> TextState:
         ids = tuple(prompt_ids)
