@@ -160,9 +160,7 @@ def rain_generate(
         _answer(generator, row, prompt, config, streamer)
         for row, prompt in zip(rows, prompts, strict=True)
     ]
-    sequences = _sequences(
-        ids, results, config.all_stops, generation_config.pad_token_id, tokenizer
-    )
+    sequences = _sequences(ids, results, generation_config.pad_token_id, tokenizer)
     if generation_config.return_dict_in_generate:
         return RainGenerateOutput(sequences=sequences, rain_results=results)  # type: ignore[arg-type]
     return sequences
@@ -359,35 +357,21 @@ def _common_suffix(a: str, b: str) -> str:
 def _sequences(
     ids: torch.Tensor,
     results: list[RainResult],
-    stops: Sequence[str],
     pad_token_id: int | None,
     tokenizer: PreTrainedTokenizerBase,
 ) -> torch.Tensor:
-    """Prompt rows followed by their answers, right-padded to one length (as generate does)."""
-    answers = [_through_stop(result, stops, tokenizer) for result in results]
+    """Prompt rows followed by their answers, right-padded to one length (as generate does).
+
+    An answer that met a stop string ends where its visible text ends (the
+    token the stop string starts in is the last), not after the stop string.
+    """
+    answers = [list(result.token_ids) for result in results]
     width = max(len(answer) for answer in answers)
     pad = pad_token_id if pad_token_id is not None else tokenizer.pad_token_id
     if pad is None and any(len(a) < width for a in answers):
         raise ConfigError("rows ended at different lengths and there is no pad_token_id to fill")
     tail = [answer + [pad or 0] * (width - len(answer)) for answer in answers]
     return torch.cat([ids, torch.tensor(tail, dtype=ids.dtype, device=ids.device)], dim=1)
-
-
-def _through_stop(
-    result: RainResult, stops: Sequence[str], tokenizer: PreTrainedTokenizerBase
-) -> list[int]:
-    """An answer's tokens up to the one that completes a stop string, as generate returns.
-
-    RAIN commits whole token sets, so the last set may run past the stop string.
-    """
-    tokens = list(result.token_ids)
-    if result.finish_reason != "stop":
-        return tokens
-    for end in range(1, len(tokens) + 1):
-        text = tokenizer.decode(tokens[:end], skip_special_tokens=True)
-        if any(stop in text for stop in stops):
-            return tokens[:end]
-    return tokens
 
 
 # -- one generator per model and judge ---------------------------------------------------
