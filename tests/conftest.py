@@ -41,6 +41,16 @@ def tiny_llama() -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast]:
 
 
 @pytest.fixture(scope="session")
+def model_dir(tiny_llama, tmp_path_factory) -> str:
+    """The tiny Llama saved as a model folder, for loading by path (CLI, load_model)."""
+    model, tokenizer = tiny_llama
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="session")
 def embedded_model():
     """The embedded SmolLM2 (converted to the safetensors cache on first use)."""
     from rain_search.models import load_model

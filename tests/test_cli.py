@@ -9,15 +9,6 @@ import pytest
 from rain_search.cli import main
 
 
-@pytest.fixture(scope="module")
-def model_dir(tiny_llama, tmp_path_factory) -> str:
-    model, tokenizer = tiny_llama
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
-
-
 def run(capsys, *argv: str) -> tuple[int, str, str]:
     code = main(list(argv))
     out, err = capsys.readouterr()

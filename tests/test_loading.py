@@ -11,15 +11,6 @@ from rain_search.errors import ModelLoadError
 from rain_search.models import load_model, load_options
 
 
-@pytest.fixture(scope="module")
-def model_dir(tiny_llama, tmp_path_factory) -> str:
-    model, tokenizer = tiny_llama
-    folder = tmp_path_factory.mktemp("tiny-llama-load")
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
-
-
 @pytest.fixture
 def seen(monkeypatch) -> list[dict]:
     """The keywords each from_pretrained call of the loader received."""
