@@ -60,6 +60,13 @@ class RainConfig(BaseModel):
     )
     # Selection.
     c_puct: float = Field(2.0, ge=0.0, le=100.0, description="Exploration constant c of PUCT.")
+    parallel_leaves: int = Field(
+        1,
+        ge=1,
+        le=256,
+        description="K: leaves searched at once (virtual loss keeps them apart); 1 is the "
+        "paper's one leaf per iteration.",
+    )
     # Budget per committed step.
     max_iterations: int = Field(
         50, ge=1, le=10_000, description="T: visits per step, inherited ones included."

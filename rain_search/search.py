@@ -10,11 +10,12 @@ commits the most visited child, keeping its subtree for the next step.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import random
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -24,7 +25,8 @@ from rain_search.backends.base import PUNCTUATION, Backend, ExpandRequest, Propo
 from rain_search.backends.hf import HFBackend
 from rain_search.backends.reencode import ReencodeBackend
 from rain_search.config import RainConfig
-from rain_search.embeddings import CachingEmbedder, Embedder, make_embedder
+from rain_search.embeddings import Embedder, make_embedder
+from rain_search.engine import Engine, Scheduler, Task
 from rain_search.errors import Cancelled, ConfigError, PromptError
 from rain_search.evaluators import (
     Evaluator,
@@ -41,6 +43,7 @@ from rain_search.templates import EvalTemplate
 from rain_search.tree import (
     Node,
     ValueRange,
+    add_pending,
     add_prior,
     assign_priors,
     backup,
@@ -49,9 +52,10 @@ from rain_search.tree import (
     early_stop,
     mix_root_noise,
     needs_more_children,
-    select_child,
+    select_leaf,
     similarity_update,
 )
+from rain_search.work import Embed, Expand, Iteration, Judge, Work
 
 Prompt = str | Sequence[Mapping[str, str]]
 StepCallback = Callable[[StepStats], None]
@@ -93,8 +97,8 @@ class RainGenerator:
             self.evaluator.bind(model, tokenizer, kv_cache=kv_cache)
         self.embedder = make_embedder(embedder, model=model, tokenizer=tokenizer)
         note_model_defaults(getattr(model, "generation_config", None))
-        # One search at a time per generator: they share the model's counters.
-        self._lock = threading.RLock()
+        # One engine per generator: concurrent searches share its forward calls.
+        self.scheduler = Scheduler(Engine(self.backend, self.evaluator, self.embedder))
 
     @classmethod
     def from_pretrained(
@@ -178,19 +182,44 @@ class RainGenerator:
             config.merged(max_new_tokens=budget),
             judge_prompt,
         )
-        return RainStream(search, prompt_ids, warnings, self._lock)
+        return RainStream(self.scheduler, search, prompt_ids, warnings)
+
+    def generate_batch(
+        self,
+        prompts: Sequence[Prompt],
+        *,
+        system: str | None = None,
+        config: RainConfig | None = None,
+        **overrides: Any,
+    ) -> list[RainResult]:
+        """Answer every prompt, their searches sharing forward calls; results in order.
+
+        Each answer is the one :meth:`generate` gives for that prompt alone
+        (its random draws are keyed by its own seed and tree, not by the batch).
+        """
+        streams = [
+            self.stream(prompt, system=system, config=config, **overrides).start()
+            for prompt in prompts
+        ]
+        results = []
+        for stream in streams:
+            for _ in stream:
+                pass
+            assert stream.result is not None
+            results.append(stream.result)
+        return results
 
     def check_judge_settings(self, config: RainConfig) -> None:
         """The self-evaluator is built once: a per-call change of how it judges is an error."""
         if not isinstance(self.evaluator, SelfEvaluator):
             return
-        for field in ("votes", "swap_labels"):
-            wanted, built = getattr(config, field), getattr(self.config, field)
+        for name in ("votes", "swap_labels"):
+            wanted, built = getattr(config, name), getattr(self.config, name)
             if wanted != built:
                 raise ConfigError(
-                    f"{field}={wanted!r} differs from the {built!r} this generator's judge was "
+                    f"{name}={wanted!r} differs from the {built!r} this generator's judge was "
                     "built with; build the generator with that config, or pass "
-                    f"evaluator=SelfEvaluator(template, {field}={wanted!r})"
+                    f"evaluator=SelfEvaluator(template, {name}={wanted!r})"
                 )
 
     def warm_up(self) -> None:
@@ -221,18 +250,20 @@ class RainGenerator:
         budget, warnings = self.fit_context(len(prompt_ids), config.max_new_tokens)
         seed = draw_seed(config.seed)
         stops = Stops(self.backend, config.all_stops)
-        with self._lock:  # the counters are shared with searches on this generator
-            start, before = time.perf_counter(), self.backend.counters.copy()
-            token_ids = self.backend.vanilla(
-                prompt_ids,
-                budget,
-                make_generator(seed, self.backend.device),
-                do_sample=do_sample,
-                temperature=config.temperature,
-                top_k=config.top_k,
-                should_stop=stops.found,
-            )
-            cost = self.backend.counters - before
+        start = time.perf_counter()
+        token_ids = self.backend.vanilla(
+            prompt_ids,
+            budget,
+            make_generator(seed, self.backend.device),
+            do_sample=do_sample,
+            temperature=config.temperature,
+            top_k=config.top_k,
+            should_stop=stops.found,
+        )
+        # one call for the prompt, one per later token (counted here: searches may run beside it)
+        cost = Counters(
+            forward_calls=len(token_ids), tokens_processed=len(prompt_ids) + len(token_ids) - 1
+        )
         text, finish, token_ids = stops.finish(token_ids, self.backend.eos_token_ids, budget)
         return RainResult(
             text,
@@ -272,7 +303,14 @@ class RainGenerator:
 
 
 class TreeSearch:
-    """One RAIN generation over any :class:`Backend`."""
+    """One RAIN generation over any :class:`Backend`, as a policy that asks for work.
+
+    The search never calls the model itself: each iteration is a generator
+    that yields :mod:`~rain_search.work` units (expand a leaf, judge texts,
+    embed texts) and is sent the replies. An :class:`~rain_search.engine.Engine`
+    runs the iterations of one search, ``parallel_leaves`` at a time, and of
+    many searches together, in shared forward calls. :meth:`steps` runs it alone.
+    """
 
     def __init__(
         self,
@@ -290,17 +328,18 @@ class TreeSearch:
         self.cancelled: Callable[[], bool] = lambda: False
         self.result: RainResult | None = None
         self.seed = draw_seed(config.seed)
-        self.rng = random.Random(self.seed)
-        self.generator = make_generator(self.seed, getattr(backend, "device", "cpu"))
         self.bounds = ValueRange()
         self.stops = Stops(backend, config.all_stops)
         self.prompt_ids: list[int] = []
         self.answer: list[int] = []
-        self.nodes_expanded = 0
-        self.similarity_updates = 0
-        self.started, self.before = time.perf_counter(), Counters()
+        self.cost = Counters()  # this search's share of every call, attributed by the engine
+        self.started = time.perf_counter()
         self.out_of_budget = ""
         self.root: Node | None = None  # the current root: what the search keeps alive
+        self.steps_done: list[StepStats] = []
+        self.running = 0  # iterations started and not yet backed up
+        self.closing = False  # this step has what it needs: no new iterations
+        self.step = StepProgress()
 
     # -- outer loop: search, commit, repeat ---------------------------------------
 
@@ -314,87 +353,118 @@ class TreeSearch:
     def steps(self, prompt_ids: Sequence[int]) -> Iterator[StepStats]:
         """Search and commit until the answer ends, yielding each committed step.
 
-        When the generator is exhausted, ``self.result`` holds the answer.
+        Runs on the caller's thread with an engine of its own; when the
+        generator is exhausted, ``self.result`` holds the answer.
         """
-        start, before = time.perf_counter(), self.counters()
-        self.started, self.before = start, before
+        from rain_search.engine import Engine
+
+        yield from Engine(self.backend, self.evaluator, self.embedder).solo(self, prompt_ids)
+
+    def begin(self, root_state: object, prompt_ids: Sequence[int]) -> None:
+        """Start from the encoded prompt (the engine encodes it)."""
         self.prompt_ids = list(prompt_ids)
-        root = self.root = Node((), state=self.backend.start(prompt_ids))
-        steps: list[StepStats] = []
-        shown, shown_ids = "", list[int]()
-        while True:
-            step_start, step_before = time.perf_counter(), self.counters()
-            inherited, fresh, stopped_early = root.fn, *self.search(root)
-            child = best_child(root)
-            self.answer.extend(child.token_ids)
-            text, finish, self.answer = self.stops.finish(
-                self.answer, self.backend.eos_token_ids, self.config.max_new_tokens
-            )
-            cost = self.counters() - step_before
-            steps.append(
-                StepStats(
-                    index=len(steps),
-                    text=text[len(shown) :],
-                    token_ids=child.token_ids[: len(self.answer) - len(shown_ids)],
-                    iterations=fresh,
-                    inherited_visits=inherited,
-                    nodes_expanded=self.nodes_expanded,
-                    similarity_updates=self.similarity_updates,
-                    forward_calls=cost.forward_calls,
-                    tokens_processed=cost.tokens_processed,
-                    evaluator_calls=cost.evaluator_calls,
-                    cache_hits=cost.cache_hits,
-                    visits=child.n,
-                    value=child.q,
-                    early_stopped=stopped_early,
-                    tree_size=count_nodes(root),
-                    wall_time=time.perf_counter() - step_start,
-                    candidates=self.candidates(root, child),
-                )
-            )
-            shown_ids = list(self.answer)
-            self.nodes_expanded = self.similarity_updates = 0
-            shown = text
-            yield steps[-1]
-            if child.terminal or self.out_of_budget:
-                self.result = RainResult(
-                    text,
-                    list(self.answer),
-                    len(prompt_ids),
-                    child.finish or ("budget" if self.out_of_budget else finish),
-                    "rain",
-                    self.counters() - before,
-                    time.perf_counter() - start,
-                    self.seed,
-                    steps,
-                    warnings=[self.out_of_budget] if self.out_of_budget else [],
-                )
-                return
-            root = self.root = self.commit(root, child)
+        self.root = Node((), state=root_state)
+        self.step = StepProgress(before=self.cost.copy())
 
-    def search(self, root: Node) -> tuple[int, bool]:
-        """Iterate until T visits (inherited ones count) and the minimum fresh ones are done.
+    # -- one step: iterate until T visits and the minimum fresh ones, then commit ---
 
-        The early stop is checked after every iteration, the first and the
-        last included, as in the reference: a step whose inherited best child
-        is already good enough costs one fresh iteration. Returns the number
-        of fresh iterations and whether the early stop fired.
+    def next_iteration(self) -> Iteration | None:
+        """A new iteration to run now, or None while the step needs no more.
+
+        At most ``parallel_leaves`` run at once. The budgets are checked before
+        every iteration once the root has something to commit; the early stop
+        and the visit counts after every iteration (:meth:`iteration_done`).
         """
-        config = self.config
-        fresh = 0
-        while True:
-            if self.cancelled():
-                raise Cancelled("the generation was cancelled")
-            if root.children:  # something to commit: the budgets may end the answer here
-                self.out_of_budget = self.spent_budget()
-                if self.out_of_budget:
-                    return fresh, False
-            self.iterate(root)
-            fresh += 1
-            if early_stop(root, config.early_stop_visits, config.early_stop_value):
-                return fresh, True
-            if fresh >= config.min_fresh_iterations and root.fn >= config.max_iterations:
-                return fresh, False
+        root = self.root
+        assert root is not None
+        if self.cancelled():
+            raise Cancelled("the generation was cancelled")
+        if self.closing or self.running >= self.config.parallel_leaves:
+            return None
+        if root.children:  # something to commit: the budgets may end the answer here
+            self.out_of_budget = self.spent_budget()
+            if self.out_of_budget:
+                self.closing = True
+                return None
+        self.running += 1
+        return self.iterate(root)
+
+    def iteration_done(self, ran: bool) -> None:
+        """Count a finished iteration and decide whether the step has enough."""
+        self.running -= 1
+        if not ran:
+            return
+        root, config = self.root, self.config
+        assert root is not None
+        self.step.fresh += 1
+        if early_stop(root, config.early_stop_visits, config.early_stop_value):
+            self.closing = self.step.stopped_early = True
+        if self.step.fresh >= config.min_fresh_iterations and root.fn >= config.max_iterations:
+            self.closing = True
+
+    @property
+    def ready_to_commit(self) -> bool:
+        return self.closing and self.running == 0
+
+    def finish_step(self) -> StepStats:
+        """Commit the most visited child; the answer ends here or the next step begins."""
+        root = self.root
+        assert root is not None
+        child = best_child(root)
+        shown_text, shown_ids = self.step.shown_text, len(self.answer)
+        self.answer.extend(child.token_ids)
+        text, finish, self.answer = self.stops.finish(
+            self.answer, self.backend.eos_token_ids, self.config.max_new_tokens
+        )
+        stats = self.step_stats(root, child, text[len(shown_text) :], self.answer[shown_ids:])
+        self.steps_done.append(stats)
+        if child.terminal or self.out_of_budget:
+            reason = child.finish or ("budget" if self.out_of_budget else finish)
+            self.result = self.make_result(text, reason)
+        else:
+            self.root = self.commit(root, child)
+            self.closing = False
+            self.step = StepProgress(
+                before=self.cost.copy(), shown_text=text, inherited=int(self.root.fn)
+            )
+        return stats
+
+    def step_stats(self, root: Node, child: Node, text: str, token_ids: list[int]) -> StepStats:
+        step = self.step
+        cost = self.cost - step.before
+        return StepStats(
+            index=len(self.steps_done),
+            text=text,
+            token_ids=token_ids,
+            iterations=step.fresh,
+            inherited_visits=step.inherited,
+            nodes_expanded=step.nodes_expanded,
+            similarity_updates=step.similarity_updates,
+            forward_calls=cost.forward_calls,
+            tokens_processed=cost.tokens_processed,
+            evaluator_calls=cost.evaluator_calls,
+            cache_hits=cost.cache_hits,
+            visits=child.n,
+            value=child.q,
+            early_stopped=step.stopped_early,
+            tree_size=count_nodes(root),
+            wall_time=time.perf_counter() - step.started,
+            candidates=self.candidates(root, child),
+        )
+
+    def make_result(self, text: str, finish: FinishReason) -> RainResult:
+        return RainResult(
+            text,
+            list(self.answer),
+            len(self.prompt_ids),
+            finish,
+            "rain",
+            self.cost.copy(),
+            time.perf_counter() - self.started,
+            self.seed,
+            self.steps_done,
+            warnings=[self.out_of_budget] if self.out_of_budget else [],
+        )
 
     def candidates(self, root: Node, chosen: Node) -> list[Candidate]:
         """The root's children at commit time, for :meth:`RainResult.explain`."""
@@ -417,7 +487,7 @@ class TreeSearch:
         elapsed = time.perf_counter() - self.started
         if config.timeout is not None and elapsed >= config.timeout:
             return f"the {config.timeout:g} s timeout was reached; the answer is truncated"
-        calls = (self.counters() - self.before).forward_calls
+        calls = self.cost.forward_calls
         if config.max_forward_calls is not None and calls >= config.max_forward_calls:
             return (
                 f"the budget of {config.max_forward_calls} forward calls was spent; "
@@ -435,27 +505,60 @@ class TreeSearch:
 
     # -- one iteration -------------------------------------------------------------
 
-    def iterate(self, root: Node) -> None:
-        path = [root]
-        while path[-1].children:
-            self.maybe_add_children(path)
-            path.append(select_child(path[-1], self.config.c_puct, self.bounds))
-        rollout = self.expand(path)
+    def iterate(self, root: Node) -> Iteration:
+        """Select a free leaf, expand it and roll out, judge, embed, back up.
+
+        While it runs, its path carries a pending visit (a virtual loss), so
+        iterations running beside it pick other leaves.
+        """
+        path = yield from self.select(root)
+        if path is None:
+            return False
+        add_pending(path, 1)
+        rollout = yield from self.expand(path)
         nodes = path[1:]
         response = self.backend.decode(self.answer + self.tokens_of(nodes) + list(rollout))
-        value = check_score(
-            self.evaluator.score(self.prompt, [self.stops.cut(response)])[0], "the evaluator"
-        )
-        self.embed(nodes, rollout)
+        values = yield Judge(self.prompt, [self.stops.cut(response)])
+        value = check_score(values[0], "the evaluator")
+        if nodes:
+            texts = [
+                self.backend.decode(self.tokens_of(nodes[i:]) + list(rollout))
+                for i in range(len(nodes))
+            ]
+            vectors = yield Embed(texts)
+            for node, vector in zip(nodes, vectors, strict=True):
+                node.add_embedding(vector)
+        add_pending(path, -1)
         backup(path, value, self.bounds)
-        self.similarity_updates += similarity_update(
+        self.step.similarity_updates += similarity_update(
             nodes, value, self.config.similarity_threshold, self.config.similarity_weight
         )
+        return True
 
-    def expand(self, path: list[Node]) -> tuple[int, ...]:
+    def select(self, root: Node) -> Generator[Work, Any, list[Node] | None]:
+        """The PUCT path to a free leaf, widening hopeless nodes on the way down.
+
+        A node on the path whose children are alike and all bad gets one more
+        child first (dynamic node addition), then the path is chosen again.
+        """
+        tried: set[int] = set()  # one try per node and iteration, added or not
+        while True:
+            path = select_leaf(root, self.config.c_puct, self.bounds)
+            if path is None:
+                return None
+            for depth in range(1, len(path)):
+                node = path[depth - 1]
+                if id(node) not in tried and not node.busy and self.needs_children(path[:depth]):
+                    tried.add(id(node))
+                    yield from self.add_child(path[:depth])
+                    break
+            else:
+                return path
+
+    def expand(self, path: list[Node]) -> Generator[Work, Any, tuple[int, ...]]:
         """Give the leaf its children and roll one sample on for the judge.
 
-        Both happen in one batched backend call. Returns the rollout tokens.
+        Both are one unit of work. Returns the rollout tokens.
         """
         leaf = path[-1]
         if leaf.terminal:
@@ -475,14 +578,25 @@ class TreeSearch:
             rollout_until=config.rollout_until,
             rollout_temperature=config.rollout_temperature,
         )
-        expansion = self.backend.expand([node.state for node in path], request, self.generator)
+        leaf.busy = True
+        expansion = yield Expand(self.states(path), request, self.generator_for(path, leaf.fn))
+        leaf.busy = False
         children = self.make_children(path, expansion.proposals)
         leaf.children.extend(children)
         assign_priors(children, single, config.root_noise)
-        self.nodes_expanded += bool(children)
+        self.step.nodes_expanded += bool(children)
         return expansion.rollout
 
-    def maybe_add_children(self, path: list[Node]) -> None:
+    def needs_children(self, path: list[Node]) -> bool:
+        node = path[-1]
+        return needs_more_children(
+            node,
+            self.set_length(path),
+            self.config.dynamic_variance_threshold,
+            self.config.max_children,
+        )
+
+    def add_child(self, path: list[Node]) -> Generator[Work, Any, None]:
         """Dynamic node addition: widen a node whose children are alike and all bad.
 
         As in the reference, one try adds at most one child: the next top
@@ -491,10 +605,6 @@ class TreeSearch:
         """
         node = path[-1]
         length = self.set_length(path)
-        if not needs_more_children(
-            node, length, self.config.dynamic_variance_threshold, self.config.max_children
-        ):
-            return
         request = ExpandRequest(
             length=length,
             mode="top" if length == 1 else "sample",
@@ -504,11 +614,14 @@ class TreeSearch:
             top_k=self.config.top_k,
             temperature=self.config.temperature,
         )
-        expansion = self.backend.expand([n.state for n in path], request, self.generator)
+        node.busy = True
+        generator = self.generator_for(path, -len(node.children))
+        expansion = yield Expand(self.states(path), request, generator)
+        node.busy = False
         for child in self.make_children(path, expansion.proposals):
             node.children.append(child)
             add_prior(node, child, self.config.root_noise)
-            self.nodes_expanded += 1
+            self.step.nodes_expanded += 1
 
     def make_children(self, path: list[Node], proposals: Sequence[Proposal]) -> list[Node]:
         """Nodes for the proposals below the last node of ``path`` (not yet attached)."""
@@ -531,18 +644,22 @@ class TreeSearch:
             for proposal in proposals
         ]
 
-    def embed(self, nodes: list[Node], rollout: tuple[int, ...]) -> None:
-        """Each path node's embedding: its text down to the end of this visit's rollout."""
-        if not nodes:
-            return
-        texts = [
-            self.backend.decode(self.tokens_of(nodes[i:]) + list(rollout))
-            for i in range(len(nodes))
-        ]
-        for node, vector in zip(nodes, self.embedder.embed(texts), strict=True):
-            node.add_embedding(vector)
-
     # -- helpers -------------------------------------------------------------------
+
+    def generator_for(self, path: list[Node], visit: int) -> torch.Generator:
+        """The random stream of one piece of work, keyed by (seed, node, visit).
+
+        Keyed by where it is drawn rather than taken from one stream, so what a
+        leaf proposes does not depend on which other leaves or searches ran
+        before it or beside it.
+        """
+        key = repr((self.seed, self.answer, self.tokens_of(path[1:]), visit)).encode()
+        seed = int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") >> 1
+        return make_generator(seed, getattr(self.backend, "device", "cpu"))
+
+    @staticmethod
+    def states(path: list[Node]) -> list[Any]:
+        return [node.state for node in path]
 
     def set_length(self, path: list[Node]) -> int:
         """Length of the token sets below the last node of ``path``, within the budget."""
@@ -574,78 +691,92 @@ class TreeSearch:
     def tokens_of(nodes: Sequence[Node]) -> list[int]:
         return [token for node in nodes for token in node.token_ids]
 
-    def counters(self) -> Counters:
-        """Model work so far: generation, judging, and embedding with the model itself."""
-        total = self.backend.counters + self.evaluator.counters
-        if isinstance(self.embedder, CachingEmbedder):
-            total = total + self.embedder.counters
-        return total
+
+@dataclass
+class StepProgress:
+    """What one step has done so far (reset at every commit)."""
+
+    before: Counters = field(default_factory=Counters)
+    shown_text: str = ""
+    started: float = field(default_factory=time.perf_counter)
+    inherited: int = 0
+    fresh: int = 0
+    stopped_early: bool = False
+    nodes_expanded: int = 0
+    similarity_updates: int = 0
 
 
 class RainStream:
-    """Committed steps of one generation as they happen; ``result`` at the end."""
+    """Committed steps of one generation as they happen; ``result`` at the end.
+
+    The search runs on the generator's engine thread; reading a step is taking
+    it from a queue, so any thread may call ``next`` (a server's thread pool
+    does) and several streams can be read at once.
+    """
 
     def __init__(
         self,
+        scheduler: Scheduler,
         search: TreeSearch,
         prompt_ids: Sequence[int],
         warnings: list[str],
-        lock: threading.RLock,
     ) -> None:
+        self._scheduler = scheduler
         self._search = search
-        self._steps = self._locked(search, prompt_ids, lock)
+        self._prompt_ids = list(prompt_ids)
         self._warnings = warnings
         self._cancel = threading.Event()
         search.cancelled = self._cancel.is_set
+        self._task: Task | None = None
+        self._ended = False
         self.result: RainResult | None = None
 
-    @staticmethod
-    def _locked(
-        search: TreeSearch, prompt_ids: Sequence[int], lock: threading.RLock
-    ) -> Generator[StepStats, None, None]:
-        with lock:
-            yield from search.steps(prompt_ids)
+    def start(self) -> RainStream:
+        """Hand the search to the engine now (the first ``next`` does it otherwise)."""
+        if self._task is None:
+            self._task = self._scheduler.submit(self._search, self._prompt_ids)
+        return self
 
     def __iter__(self) -> RainStream:
         return self
 
     def __next__(self) -> StepStats:
-        try:
-            return next(self._steps)
-        except StopIteration:
-            self.result = self._search.result
-            assert self.result is not None
-            self.result.warnings.extend(self._warnings)
-            raise
+        if self._ended:
+            raise StopIteration
+        item = self.start()._task.steps.get()  # type: ignore[union-attr]
+        if isinstance(item, StepStats):
+            return item
+        self._ended = True
+        if isinstance(item, BaseException):
+            raise item
+        self.result = self._search.result
+        assert self.result is not None
+        self.result.warnings.extend(self._warnings)
+        raise StopIteration
 
     async def __aiter__(self) -> AsyncIterator[StepStats]:
-        """Each step is searched in a worker thread, so the event loop never blocks.
+        """Each step is awaited in a worker thread, so the event loop never blocks.
 
-        One dedicated thread runs every step, so the search starts, runs and
-        ends on the same thread. Cancelling the consuming task (or leaving the
-        loop) cancels the search, which stops at its next iteration and
-        releases its caches.
+        Cancelling the consuming task (or leaving the loop) cancels the search,
+        which stops before its next iteration and releases its caches.
         """
         loop = asyncio.get_running_loop()
-        worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rain-search")
         done = object()
         try:
-            while isinstance(
-                step := await loop.run_in_executor(worker, next, self, done), StepStats
-            ):
+            while isinstance(step := await loop.run_in_executor(None, next, self, done), StepStats):
                 yield step
         finally:
-            self.cancel()
-            worker.submit(self.close)
-            worker.shutdown(wait=False)
+            self.close()
 
     def cancel(self) -> None:
-        """Stop the search at its next iteration (safe to call from another thread)."""
+        """Stop the search before its next iteration (safe to call from any thread)."""
         self._cancel.set()
 
     def close(self) -> None:
-        """Stop now and release the search tree and its caches."""
-        self._steps.close()
+        """Stop the search now; the engine drops it and its caches before its next call."""
+        if not self._ended:
+            self.cancel()
+            self._ended = True
 
 
 class Stops:

@@ -21,6 +21,11 @@ class Counters:
         self.forward_calls += 1
         self.tokens_processed += batch * length
 
+    def add(self, other: Counters) -> None:
+        """Add ``other`` in place (the counters object may be shared by reference)."""
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
     def copy(self) -> Counters:
         return Counters(**asdict(self))
 

@@ -28,7 +28,9 @@ class Node:
     normalised among the siblings it was proposed with; ``p`` is what PUCT uses
     (the prior mixed with a uniform one while the parent is the root).
     ``finish`` is why the answer ends at this node ("eos", "stop", "length"),
-    or None while it can grow.
+    or None while it can grow. ``pending`` counts visits selected but not yet
+    backed up (virtual losses while leaves run in parallel); ``busy`` marks a
+    node whose children are being proposed, so no second leaf expands it.
     """
 
     token_ids: tuple[int, ...]
@@ -47,6 +49,8 @@ class Node:
     q: float = 0.0
     embedding: torch.Tensor | None = None
     embedding_visits: int = 0
+    pending: int = 0
+    busy: bool = False
 
     @property
     def terminal(self) -> bool:
@@ -102,14 +106,50 @@ class ValueRange:
 
 
 def puct_score(child: Node, parent_visits: float, c: float, bounds: ValueRange) -> float:
-    """Q̂ + c·p·sqrt(n(parent)) / (1 + n(child)); unvisited children have Q̂ = 0."""
-    exploit = bounds.normalise(child.q) if child.n > 0 else 0.0
-    return exploit + c * child.p * math.sqrt(parent_visits) / (1.0 + child.n)
+    """Q̂ + c·p·sqrt(n(parent)) / (1 + n(child)); unvisited children have Q̂ = 0.
+
+    A pending visit counts as a visit that scored the worst value seen (a
+    virtual loss), so leaves selected in one round spread over the tree; with
+    nothing pending this is the plain PUCT score.
+    """
+    visits = child.n + child.pending
+    exploit = 0.0
+    if visits > 0:
+        exploit = bounds.normalise((child.q * child.n + bounds.low * child.pending) / visits)
+    return exploit + c * child.p * math.sqrt(parent_visits) / (1.0 + visits)
 
 
 def select_child(node: Node, c: float, bounds: ValueRange) -> Node:
     """The child with the highest PUCT score (first one wins ties)."""
-    return max(node.children, key=lambda child: puct_score(child, node.n, c, bounds))
+    return ranked_children(node, c, bounds)[0]
+
+
+def ranked_children(node: Node, c: float, bounds: ValueRange) -> list[Node]:
+    """Children by PUCT score, best first (ties keep their order)."""
+    visits = node.n + node.pending
+    return sorted(node.children, key=lambda child: -puct_score(child, visits, c, bounds))
+
+
+def select_leaf(root: Node, c: float, bounds: ValueRange) -> list[Node] | None:
+    """The path PUCT picks from ``root`` to a leaf that is free to visit, or None.
+
+    Descends by score; a leaf whose children are being proposed (``busy``) is
+    skipped and the next-best branch tried, so parallel leaves never expand
+    the same node twice. With nothing busy this is the greedy descent.
+    """
+    if not root.children:
+        return None if root.busy else [root]
+    for child in ranked_children(root, c, bounds):
+        below = select_leaf(child, c, bounds)
+        if below is not None:
+            return [root, *below]
+    return None
+
+
+def add_pending(path: Sequence[Node], visits: int) -> None:
+    """Mark (``visits=1``) or clear (``-1``) a visit in flight along ``path``."""
+    for node in path:
+        node.pending += visits
 
 
 def clip_greedy(weights: Sequence[float], greedy_index: int | None) -> list[float]:

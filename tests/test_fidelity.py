@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from driving import drive, search_once
 from test_search import ConstantEmbedder, FakeBackend, WordEmbedder, run
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
@@ -92,11 +93,11 @@ def test_multi_token_addition_adds_at_most_one_child_and_keeps_sibling_priors() 
         backend, FunctionEvaluator(lambda t: -1.0), ConstantEmbedder(), config, "prompt"
     )
     root = Node((), state=backend.start([3]))
-    search.iterate(root)
+    drive(search, search.iterate(root))
     priors = {child.token_ids: (child.prior, child.p) for child in root.children}
     sizes = [len(root.children)]
     for _ in range(40):
-        search.iterate(root)
+        drive(search, search.iterate(root))
         sizes.append(len(root.children))
     additions = [r for r in backend.requests if r.exclude]
     assert additions and all((r.count, r.keep, r.greedy) == (1, 1, False) for r in additions)

@@ -127,11 +127,27 @@ class CausalLMBackend(Generic[StateT]):
         return self.model.device
 
     @torch.inference_mode()
-    def forward(self, input_ids: torch.Tensor, cache: DynamicCache) -> torch.Tensor:
-        """Feed (batch, tokens) on top of ``cache``; log-probs after the last token."""
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        cache: DynamicCache,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Feed (batch, tokens) on top of ``cache``; log-probs after the last token.
+
+        Rows padded to one cache length need ``attention_mask`` (batch, cached
+        + new tokens) and ``position_ids`` (batch, new tokens): the defaults
+        would count the padding as text.
+        """
         self.counters.count_forward(*input_ids.shape)
         out = self.model(
-            input_ids=input_ids, past_key_values=cache, use_cache=True, logits_to_keep=1
+            input_ids=input_ids,
+            past_key_values=cache,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            use_cache=True,
+            logits_to_keep=1,
         )
         # with a device_map the logits come from the last layer's device: bring them home
         return out.logits[:, -1].float().log_softmax(-1).to(self.device)

@@ -1,0 +1,284 @@
+"""The engine: one owner of the model's calls for every live search.
+
+Searches ask for work (:mod:`rain_search.work`); the engine answers it in as
+few forward calls as it can. Expansions from every running iteration of every
+search share the :class:`SlotDecoder`'s calls: each call advances all live rows
+by one token, and a row whose set or rollout is done leaves at once, its leaf
+judged, embedded and backed up, and its search's next leaf joins the next
+call (fixed slots refilled as work finishes, as in vLLM's scheduler). Judging
+and embedding are answered per search, one call for all its texts at hand.
+
+Each search's work is the same whatever runs beside it: it starts its
+iterations as soon as it has room (``parallel_leaves``), draws from random
+streams keyed by where it draws, and its judge and embedder calls see only its
+own texts; so a search's answer does not depend on the batch.
+
+:class:`Scheduler` runs an engine on a thread of its own, so that any number of
+callers, on any threads, can hand it searches and read their steps.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from rain_search.backends.base import Backend
+from rain_search.backends.hf import HFBackend
+from rain_search.backends.slots import Job, SlotDecoder
+from rain_search.embeddings import Embedder
+from rain_search.evaluators import Evaluator
+from rain_search.result import StepStats
+from rain_search.stats import Counters
+from rain_search.work import Embed, Expand, Iteration, Judge, Reply, Work
+
+if TYPE_CHECKING:
+    from rain_search.search import TreeSearch
+
+
+@dataclass(eq=False)
+class Waiting:
+    """An iteration and the work it waits for."""
+
+    iteration: Iteration
+    work: Work
+    job: Job | None = None
+
+
+@dataclass(eq=False)
+class Task:
+    """One search in the engine, and what it has produced for its reader."""
+
+    search: TreeSearch
+    prompt_ids: Sequence[int]
+    steps: queue.Queue[StepStats | BaseException | None] = field(default_factory=queue.Queue)
+    waiting: list[Waiting] = field(default_factory=list)
+    started: bool = False
+    done: bool = False
+
+
+class Engine:
+    """Runs searches' work on one backend, evaluator and embedder."""
+
+    def __init__(self, backend: Backend, evaluator: Evaluator, embedder: Embedder) -> None:
+        self.backend = backend
+        self.evaluator = evaluator
+        self.embedder = embedder
+        self.decoder = SlotDecoder(backend) if isinstance(backend, HFBackend) else None
+        self.tasks: list[Task] = []
+
+    def solo(self, search: TreeSearch, prompt_ids: Sequence[int]) -> Iterator[StepStats]:
+        """Run one search on the caller's thread, yielding its steps."""
+        task = self.add(search, prompt_ids)
+        while True:
+            self.run_once()
+            while not task.steps.empty():
+                item = task.steps.get()
+                if isinstance(item, BaseException):
+                    raise item
+                if item is None:
+                    return
+                yield item
+
+    def add(self, search: TreeSearch, prompt_ids: Sequence[int]) -> Task:
+        task = Task(search, list(prompt_ids))
+        self.tasks.append(task)
+        return task
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.tasks)
+
+    def run_once(self) -> None:
+        """Settle what needs no model call, then one shared decoding call."""
+        for task in self.tasks:
+            self._guard(task, self._start, task)
+        self._settle()
+        if self.decoder is not None and self.decoder.live:
+            try:
+                finished = self.decoder.step()
+            except Exception as error:  # a failed call fails every search in it
+                self._fail_all(error)
+                return
+            by_job = {id(w.job): (task, w) for task in self.tasks for w in task.waiting if w.job}
+            for job in finished:
+                if id(job) in by_job:
+                    task, waiting = by_job[id(job)]
+                    assert job.result is not None
+                    task.waiting.remove(waiting)
+                    self._guard(task, self._send, task, waiting.iteration, job.result)
+            self._settle()
+        self.tasks = [task for task in self.tasks if not task.done]
+
+    # -- one search's work ---------------------------------------------------------
+
+    def _start(self, task: Task) -> None:
+        if task.started:
+            return
+        task.started = True
+        search = task.search
+        before = self.backend.counters.copy()
+        state = self.backend.start(task.prompt_ids)
+        search.cost.add(self.backend.counters - before)
+        search.begin(state, task.prompt_ids)
+
+    def _settle(self) -> None:
+        """Start iterations and answer judge, embed (and unbatched expand) work until
+        every live iteration waits on the decoder."""
+        progress = True
+        while progress:
+            progress = False
+            for task in self.tasks:
+                if not task.done:
+                    progress |= bool(self._guard(task, self._settle_task, task))
+
+    def _settle_task(self, task: Task) -> bool:
+        search, progressed = task.search, False
+        while (iteration := search.next_iteration()) is not None:
+            if not self._send(task, iteration, None):
+                break  # nothing free to visit until running work comes back
+            progressed = True
+        ready = [w for w in task.waiting if w.job is None and not isinstance(w.work, Expand)]
+        if ready:
+            progressed = True
+            self._answer(task, ready)
+        expands = [w for w in task.waiting if w.job is None and isinstance(w.work, Expand)]
+        for waiting in expands:
+            progressed = True
+            self._expand(task, waiting)
+        if search.ready_to_commit:
+            progressed = True
+            task.steps.put(search.finish_step())
+            if search.result is not None:
+                task.done = True
+                task.steps.put(None)
+        return progressed
+
+    def _send(self, task: Task, iteration: Iteration, reply: Reply | None) -> bool:
+        """Resume ``iteration`` with ``reply``; False if it ended without running."""
+        try:
+            work = iteration.send(reply)  # type: ignore[arg-type]
+        except StopIteration as stop:
+            task.search.iteration_done(bool(stop.value))
+            return bool(stop.value)
+        task.waiting.append(Waiting(iteration, work))
+        return True
+
+    def _answer(self, task: Task, ready: list[Waiting]) -> None:
+        """All of the task's judge texts in one evaluator call, embed texts in one embedder call."""
+        for waiting in ready:
+            task.waiting.remove(waiting)
+        judges = [w for w in ready if isinstance(w.work, Judge)]
+        embeds = [w for w in ready if isinstance(w.work, Embed)]
+        replies: list[tuple[Waiting, Reply]] = []
+        if judges:
+            texts = [text for w in judges for text in w.work.texts]  # type: ignore[union-attr]
+            prompt = task.search.prompt
+            values = self._counted(task, self.evaluator, self.evaluator.score, prompt, texts)
+            replies += split(judges, values)
+        if embeds:
+            texts = [text for w in embeds for text in w.work.texts]  # type: ignore[union-attr]
+            vectors = self._counted(task, self.embedder, self.embedder.embed, texts)
+            replies += split(embeds, vectors)
+        for waiting, reply in replies:
+            self._send(task, waiting.iteration, reply)
+
+    def _expand(self, task: Task, waiting: Waiting) -> None:
+        work = waiting.work
+        assert isinstance(work, Expand)
+        if self.decoder is not None:
+            job = self.decoder.add(work.path, work.request, work.generator, task.search.cost)
+            waiting.job = job
+            if job.result is not None:  # nothing to decode
+                task.waiting.remove(waiting)
+                self._send(task, waiting.iteration, job.result)
+            return
+        task.waiting.remove(waiting)
+        expansion = self._counted(
+            task, self.backend, self.backend.expand, work.path, work.request, work.generator
+        )
+        self._send(task, waiting.iteration, expansion)
+
+    def _counted(self, task: Task, owner: object, call: Any, *args: Any) -> Any:
+        """Run ``call`` and charge what ``owner``'s counters rose by to this task's search."""
+        counters = getattr(owner, "counters", None)
+        if not isinstance(counters, Counters):  # a plain embedder or evaluator counts nothing
+            return call(*args)
+        before = counters.copy()
+        result = call(*args)
+        task.search.cost.add(counters - before)
+        return result
+
+    # -- failures --------------------------------------------------------------------
+
+    def _guard(self, task: Task, call: Any, *args: Any) -> Any:
+        """Run ``call``; an error ends only this task, and reaches its reader."""
+        if task.done:
+            return False
+        try:
+            return call(*args)
+        except Exception as error:
+            self._end(task, error)
+            return False
+
+    def _end(self, task: Task, error: BaseException) -> None:
+        task.done = True
+        for waiting in task.waiting:
+            waiting.iteration.close()
+        task.waiting = []
+        task.steps.put(error)
+
+    def _fail_all(self, error: BaseException) -> None:
+        for task in self.tasks:
+            if not task.done:
+                self._end(task, error)
+        if self.decoder is not None:
+            self.decoder = SlotDecoder(self.decoder.backend)
+
+
+def split(waiting: list[Waiting], replies: Any) -> list[tuple[Waiting, Reply]]:
+    """Cut one batched reply back into each work's share, in order."""
+    out, offset = [], 0
+    for item in waiting:
+        count = len(item.work.texts)  # type: ignore[union-attr]
+        out.append((item, replies[offset : offset + count]))
+        offset += count
+    return out
+
+
+class Scheduler:
+    """An engine on its own thread: submit searches from any thread, read their steps.
+
+    The thread starts with the first search and sleeps while none is live.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._inbox: queue.Queue[Task] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+
+    def submit(self, search: TreeSearch, prompt_ids: Sequence[int]) -> Task:
+        task = Task(search, list(prompt_ids))
+        self._inbox.put(task)
+        with self._start_lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="rain-engine", daemon=True)
+                self._thread.start()
+        return task
+
+    def _loop(self) -> None:
+        engine = self.engine
+        while True:
+            try:
+                task = self._inbox.get(timeout=None if not engine.busy else 0)
+            except queue.Empty:
+                task = None
+            if task is not None:
+                engine.tasks.append(task)
+                while not self._inbox.empty():
+                    engine.tasks.append(self._inbox.get_nowait())
+            if engine.busy:
+                engine.run_once()

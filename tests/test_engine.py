@@ -1,0 +1,191 @@
+"""The batched engine: parallel leaves, the slot decoder, many searches per forward call."""
+
+from __future__ import annotations
+
+import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import torch
+from engine_fakes import ScriptedBackend, tree_trace
+from test_search import WordEmbedder, penalise_bad
+
+from rain_search import RainConfig
+from rain_search.backends.base import ExpandRequest
+from rain_search.backends.hf import HFBackend
+from rain_search.backends.slots import SlotDecoder
+from rain_search.evaluators import FunctionEvaluator
+from rain_search.search import RainGenerator, TreeSearch
+from rain_search.stats import Counters
+from rain_search.tree import Node, ValueRange, add_pending, select_leaf
+
+TRACE = Path(__file__).parent / "data" / "sequential_trace.json"
+
+
+def graded(text: str) -> float:
+    words = text.split()
+    return max(-1.0, 1.0 - 0.7 * words.count("bad") - 0.2 * words.count("fine"))
+
+
+# The cases the trace was recorded on, with the search as it was before the engine
+# (one leaf per iteration, called inline): same configs, judges and prompt.
+CASES = {
+    "paper": (RainConfig(max_new_tokens=20, seed=3), penalise_bad),
+    "fast": (RainConfig.preset("fast").merged(max_new_tokens=24, seed=1), graded),
+    "hopeless": (
+        RainConfig(max_new_tokens=6, num_children=3, max_children=6, max_iterations=20),
+        lambda text: -1.0,
+    ),
+}
+
+
+class TracedSearch(TreeSearch):
+    """Records each step's whole tree (tokens, visits, values) when it commits."""
+
+    trace: list[dict[str, object]]
+
+    def step_stats(self, root, child, text, token_ids):  # type: ignore[no-untyped-def]
+        stats = super().step_stats(root, child, text, token_ids)
+        self.trace.append(
+            {
+                "tokens": list(token_ids),
+                "iterations": stats.iterations,
+                "early": stats.early_stopped,
+                "tree": tree_trace(root),
+            }
+        )
+        return stats
+
+
+def traced_run(config: RainConfig, judge) -> TracedSearch:  # type: ignore[no-untyped-def]
+    search = TracedSearch(ScriptedBackend(), FunctionEvaluator(judge), WordEmbedder(), config, "p")
+    search.trace = []
+    search.run([3, 3, 3])
+    return search
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_one_leaf_at_a_time_decides_exactly_as_the_sequential_search(case: str) -> None:
+    # Every node's visits and value at every commit, the commits and the iteration
+    # counts match the trace recorded from the sequential search (K=1).
+    config, judge = CASES[case]
+    assert traced_run(config, judge).trace == json.loads(TRACE.read_text())[case]
+
+
+def test_parallel_leaves_spread_over_the_tree_and_keep_the_budget() -> None:
+    config = RainConfig.preset("fast").merged(max_new_tokens=24, seed=1, parallel_leaves=6)
+    backend = ScriptedBackend()
+    search = TreeSearch(backend, FunctionEvaluator(graded), WordEmbedder(), config, "p")
+    result = search.run([3, 3, 3])
+    assert result.completion_tokens == 24
+    for step in result.steps:
+        # the step stops starting leaves once it has its visits; the ones running finish
+        assert step.iterations <= max(config.min_fresh_iterations, config.max_iterations) + 5
+    assert all(node.pending == 0 and not node.busy for node in search.root.walk())  # type: ignore[union-attr]
+
+
+def test_a_busy_leaf_is_skipped_and_a_pending_visit_counts_as_a_loss() -> None:
+    root = Node((), n=1, fn=1)
+    first = Node((1,), root, 1, p=0.5)
+    second = Node((2,), root, 1, p=0.5)
+    root.children = [first, second]
+    bounds = ValueRange()
+    assert select_leaf(root, 2.0, bounds) == [root, first]  # a tie: the first wins
+    first.busy = True  # being expanded by another iteration
+    assert select_leaf(root, 2.0, bounds) == [root, second]
+    second.busy = True
+    assert select_leaf(root, 2.0, bounds) is None  # nothing free: wait for running work
+    first.busy = second.busy = False
+    first.n, first.fn, first.q = 1, 1, 1.0  # PUCT 1 + 2·0.5·1/2 = 1.5 against 1.0
+    assert select_leaf(root, 2.0, bounds) == [root, first]
+    add_pending([root, first], 1)  # a visit in flight: first now 0.5 + 0.58, second 1.41
+    assert select_leaf(root, 2.0, bounds) == [root, second]
+    add_pending([root, first], -1)
+    assert select_leaf(root, 2.0, bounds) == [root, first]
+
+
+def test_the_slot_decoder_proposes_what_expand_proposes(tiny_llama) -> None:
+    # Three leaves with different prompts and requests decoded together, one joining
+    # two calls late, give the same sets, priors, caches and rollouts as one by one.
+    model, tokenizer = tiny_llama
+    backend = HFBackend(model, tokenizer)
+    roots = [backend.start(tokenizer.encode(text)) for text in ("Hello there, how", "A", "Why?")]
+    requests = [
+        ExpandRequest(length=4, mode="sample", count=3, greedy=True, rollout_tokens=12),
+        ExpandRequest(length=1, mode="top", count=5, rollout_tokens=6),
+        ExpandRequest(length=2, mode="sample", count=2),
+    ]
+    alone = [
+        backend.expand([root], request, torch.Generator().manual_seed(seed))
+        for seed, (root, request) in enumerate(zip(roots, requests, strict=True))
+    ]
+    decoder, counters = SlotDecoder(backend), Counters()
+    jobs = [decoder.add([roots[0]], requests[0], torch.Generator().manual_seed(0), counters)]
+    decoder.step()
+    decoder.step()
+    for seed in (1, 2):
+        jobs.append(
+            decoder.add([roots[seed]], requests[seed], torch.Generator().manual_seed(seed), counters)
+        )
+    calls = 2
+    while decoder.live:
+        decoder.step()
+        calls += 1
+    assert counters.forward_calls == calls < sum(1 + r.rollout_tokens + r.length for r in requests)
+    for solo, job in zip(alone, jobs, strict=True):
+        assert job.result is not None
+        assert job.result.rollout == solo.rollout
+        assert [p.token_ids for p in job.result.proposals] == [p.token_ids for p in solo.proposals]
+        for ours, theirs in zip(job.result.proposals, solo.proposals, strict=True):
+            assert ours.token_log_probs == pytest.approx(theirs.token_log_probs, abs=1e-4)
+            assert torch.allclose(ours.state.next_log_probs, theirs.state.next_log_probs, atol=1e-4)
+            for (k1, v1), (k2, v2) in zip(ours.state.kv, theirs.state.kv, strict=True):
+                assert k1.shape == k2.shape and torch.allclose(k1, k2, atol=1e-4)
+                assert torch.allclose(v1, v2, atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def generator(tiny_llama) -> RainGenerator:
+    model, tokenizer = tiny_llama
+    config = RainConfig.preset("fast").merged(max_new_tokens=12, parallel_leaves=4)
+    return RainGenerator(model, tokenizer, config, evaluator=lambda t: -t.count("e") / 5)
+
+
+PROMPTS = ["Hello", "Tell me a story", "Why is the sky blue?", "One two", "A", "Go on", "Hm", "Yes?"]
+
+
+def test_concurrent_searches_give_their_solo_answers(generator: RainGenerator) -> None:
+    solo = [generator.generate(p, seed=seed) for seed, p in enumerate(PROMPTS)]
+    with ThreadPoolExecutor(8) as pool:
+        together = list(
+            pool.map(lambda args: generator.generate(args[1], seed=args[0]), enumerate(PROMPTS))
+        )
+    batch = generator.generate_batch(PROMPTS[:4], seed=0)
+    assert [r.token_ids for r in together] == [r.token_ids for r in solo]
+    assert [r.stats["forward_calls"] for r in together] == [r.stats["forward_calls"] for r in solo]
+    assert batch[0].token_ids == solo[0].token_ids
+    assert all(r.completion_tokens > 0 for r in batch)
+
+
+def test_a_stream_can_be_read_from_a_different_thread_at_every_step(generator) -> None:
+    stream = generator.stream("Tell me a story", seed=3)
+    with ThreadPoolExecutor(4) as pool:
+        steps = []
+        while (step := pool.submit(next, stream, None).result()) is not None:
+            steps.append(step)
+    assert stream.result is not None
+    assert "".join(s.text for s in steps) == stream.result.text
+    assert stream.result.token_ids == generator.generate("Tell me a story", seed=3).token_ids
+
+
+def test_cancelling_one_search_leaves_the_others_running(generator) -> None:
+    stopped = generator.stream("Tell me a story", seed=1, max_new_tokens=64)
+    next(stopped)
+    other = generator.stream("Hello", seed=2).start()
+    stopped.close()
+    assert list(stopped) == []
+    list(other)
+    assert other.result is not None and other.result.completion_tokens > 0
+    assert threading.active_count() < 50
