@@ -159,7 +159,7 @@ class Engine:
     def _send(self, task: Task, iteration: Iteration, reply: Reply | None) -> bool:
         """Resume ``iteration`` with ``reply``; False if it ended without running."""
         try:
-            work = iteration.send(reply)  # type: ignore[arg-type]
+            work = iteration.send(reply)
         except StopIteration as stop:
             task.search.iteration_done(bool(stop.value))
             return bool(stop.value)
@@ -251,20 +251,26 @@ def split(waiting: list[Waiting], replies: Any) -> list[tuple[Waiting, Reply]]:
 class Scheduler:
     """An engine on its own thread: submit searches from any thread, read their steps.
 
-    The thread starts with the first search and sleeps while none is live.
+    The thread starts with the first search and ends after ``idle_exit`` seconds
+    with none, so an unused generator holds no thread (nor, through it, its model).
     """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, idle_exit: float = 2.0) -> None:
         self.engine = engine
+        self.idle_exit = idle_exit
         self._inbox: queue.Queue[Task] = queue.Queue()
         self._thread: threading.Thread | None = None
-        self._start_lock = threading.Lock()
+        self._lock = threading.Lock()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None
 
     def submit(self, search: TreeSearch, prompt_ids: Sequence[int]) -> Task:
         task = Task(search, list(prompt_ids))
-        self._inbox.put(task)
-        with self._start_lock:
-            if self._thread is None or not self._thread.is_alive():
+        with self._lock:
+            self._inbox.put(task)
+            if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="rain-engine", daemon=True)
                 self._thread.start()
         return task
@@ -272,13 +278,20 @@ class Scheduler:
     def _loop(self) -> None:
         engine = self.engine
         while True:
-            try:
-                task = self._inbox.get(timeout=None if not engine.busy else 0)
-            except queue.Empty:
-                task = None
-            if task is not None:
-                engine.tasks.append(task)
-                while not self._inbox.empty():
-                    engine.tasks.append(self._inbox.get_nowait())
-            if engine.busy:
-                engine.run_once()
+            if not engine.busy and not self._wait_for_work():
+                return
+            while not self._inbox.empty():
+                engine.tasks.append(self._inbox.get_nowait())
+            engine.run_once()
+
+    def _wait_for_work(self) -> bool:
+        """Sleep until a search arrives; False (and the thread ends) after ``idle_exit``."""
+        try:
+            self._inbox.put(self._inbox.get(timeout=self.idle_exit))
+            return True
+        except queue.Empty:
+            with self._lock:
+                if self._inbox.empty():
+                    self._thread = None
+                    return False
+            return True

@@ -435,7 +435,7 @@ class TreeSearch:
         return StepStats(
             index=len(self.steps_done),
             text=text,
-            token_ids=token_ids,
+            token_ids=tuple(token_ids),
             iterations=step.fresh,
             inherited_visits=step.inherited,
             nodes_expanded=step.nodes_expanded,

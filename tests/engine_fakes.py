@@ -11,10 +11,10 @@ import hashlib
 from collections.abc import Sequence
 
 import torch
+from test_search import BAD, EOS, RANKING, FakeBackend
 
 from rain_search.backends.base import ExpandRequest, Expansion, Proposal
 from rain_search.tree import Node
-from test_search import BAD, EOS, RANKING, FakeBackend
 
 
 def pick(prefix: tuple[int, ...], attempt: int, position: int) -> int:
@@ -39,7 +39,9 @@ class ScriptedBackend(FakeBackend):
             if request.greedy:
                 rows.append(((BAD,) * request.length, True))
             for attempt in range(request.count):
-                ids = tuple(pick(prefix, attempt + len(request.exclude), i) for i in range(request.length))
+                ids = tuple(
+                    pick(prefix, attempt + len(request.exclude), i) for i in range(request.length)
+                )
                 rows.append((ids, False))
         if self.eos_after is not None and len(prefix) >= self.eos_after:
             rows = [((EOS,), False)]
@@ -58,7 +60,5 @@ class ScriptedBackend(FakeBackend):
 def tree_trace(root: Node) -> list[list[object]]:
     """Every node's tokens, visits and value, depth first: what the search decided."""
     return [
-        [list(node.token_ids), round(node.n, 6), node.fn, round(node.q, 6)]
-        for node in root.walk()
+        [list(node.token_ids), round(node.n, 6), node.fn, round(node.q, 6)] for node in root.walk()
     ]
-

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -127,7 +127,9 @@ def test_the_slot_decoder_proposes_what_expand_proposes(tiny_llama) -> None:
     decoder.step()
     for seed in (1, 2):
         jobs.append(
-            decoder.add([roots[seed]], requests[seed], torch.Generator().manual_seed(seed), counters)
+            decoder.add(
+                [roots[seed]], requests[seed], torch.Generator().manual_seed(seed), counters
+            )
         )
     calls = 2
     while decoder.live:
@@ -153,7 +155,16 @@ def generator(tiny_llama) -> RainGenerator:
     return RainGenerator(model, tokenizer, config, evaluator=lambda t: -t.count("e") / 5)
 
 
-PROMPTS = ["Hello", "Tell me a story", "Why is the sky blue?", "One two", "A", "Go on", "Hm", "Yes?"]
+PROMPTS = [
+    "Hello",
+    "Tell me a story",
+    "Why is the sky blue?",
+    "One two",
+    "A",
+    "Go on",
+    "Hm",
+    "Yes?",
+]
 
 
 def test_concurrent_searches_give_their_solo_answers(generator: RainGenerator) -> None:
@@ -188,4 +199,15 @@ def test_cancelling_one_search_leaves_the_others_running(generator) -> None:
     assert list(stopped) == []
     list(other)
     assert other.result is not None and other.result.completion_tokens > 0
-    assert threading.active_count() < 50
+
+
+def test_the_engine_thread_ends_when_idle(tiny_llama) -> None:
+    model, tokenizer = tiny_llama
+    generator = RainGenerator(model, tokenizer, "fast", evaluator=lambda t: 0.0)
+    generator.scheduler.idle_exit = 0.05
+    generator.generate("Hi", max_new_tokens=3)
+    deadline = time.monotonic() + 5
+    while generator.scheduler.running and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not generator.scheduler.running
+    assert generator.generate("Hi", max_new_tokens=3).completion_tokens > 0  # starts again

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from driving import drive, search_once
+from driving import drive
 from test_search import ConstantEmbedder, FakeBackend, WordEmbedder, run
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast

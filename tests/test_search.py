@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import pytest
 import torch
-from driving import drive, search_once
+from driving import search_once
 
 from rain_search.backends.base import ExpandRequest, Expansion, Proposal
 from rain_search.config import RainConfig

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
 
 from rain_search.backends.base import ExpandRequest, Expansion, Proposal
 from rain_search.backends.hf import (
@@ -197,8 +198,10 @@ class SlotDecoder:
         for position, row in zip(positions, rows, strict=True):
             if row.index < job.n_children:
                 kv = tuple(
-                    (k[position : position + 1, :, -job.length :].clone(),
-                     v[position : position + 1, :, -job.length :].clone())
+                    (
+                        k[position : position + 1, :, -job.length :].clone(),
+                        v[position : position + 1, :, -job.length :].clone(),
+                    )
                     for k, v in layers
                 )
                 job.states[row.index] = NodeState(kv, log_probs[position])
@@ -277,6 +280,7 @@ class SlotDecoder:
             self.cache = DynamicCache(ddp_cache_data=layers)
             return
         for cache_layer, (keys, values) in zip(self.cache.layers, layers, strict=True):
+            assert isinstance(cache_layer, DynamicLayer)  # what DynamicCache builds
             cache_layer.keys, cache_layer.values = keys, values
 
 
