@@ -47,7 +47,7 @@ QUICK = {
     "prompts": 1,
     "tokens": 24,
     "paper_tokens": 6,
-    "leaves": [1, 4, 8],
+    "leaves": [1, 4, 8, 16],
     "paper_leaves": [1, 8],
     "concurrent": 8,
     "concurrent_tokens": 12,
@@ -80,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "concurrent" in args.sections:
         report["concurrent"] = concurrency(function, prompts[0], sizes, args.leaves)
     if "dtype" in args.sections:
-        report["dtype"] = compare_dtypes(args.model, args.device, prompts, sizes, args.leaves)
+        report["dtypes"] = compare_dtypes(args.model, args.device, prompts, sizes, args.leaves)
     name = "engine" + ("-quick" if args.quick else "")
     if args.model:
         name += "-" + args.model.replace(":", "-").replace("/", "-")
@@ -262,9 +262,11 @@ def print_report(report: dict[str, Any]) -> None:
     if "concurrent" in report:
         print("\nconcurrent searches:")
         print(table([report["concurrent"]], list(report["concurrent"])))
-    if "dtype" in report:
+    if "dtypes" in report:
         print("\ndtype:")
-        print(table(report["dtype"], ["dtype", "vanilla_wall", "wall_vs_vanilla", "forward_calls"]))
+        print(
+            table(report["dtypes"], ["dtype", "vanilla_wall", "wall_vs_vanilla", "forward_calls"])
+        )
 
 
 if __name__ == "__main__":

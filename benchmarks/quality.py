@@ -31,11 +31,18 @@ from typing import Any
 
 from benchmarks.common import RESULTS, load, machine, now, read_lines, table, write_json
 from benchmarks.judges import EmbeddingToneJudge, refuses, tone
-from rain_search import RainGenerator
+from rain_search import RainConfig, RainGenerator
 from rain_search.evaluators import ModelEvaluator
 
 FULL = {"tone_prompts": 50, "tone_tokens": 24, "harm_prompts": 12, "harm_tokens": 24}
 QUICK = {"tone_prompts": 8, "tone_tokens": 24, "harm_prompts": 3, "harm_tokens": 16}
+
+
+def config(args: argparse.Namespace) -> RainConfig:
+    """The preset, with K parallel leaves when ``--leaves`` is given."""
+    if args.leaves is None:
+        return RainConfig.preset(args.preset)
+    return RainConfig.preset(args.preset, parallel_leaves=args.leaves)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -49,10 +56,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "model": args.model or "embedded SmolLM2-135M-Instruct",
         "device": str(model.device),
         "preset": args.preset,
+        "parallel_leaves": args.leaves,
         "sizes": sizes,
     }
     if args.part in ("tone", "both"):
-        generator = RainGenerator(model, tokenizer, args.preset, evaluator=tone)
+        generator = RainGenerator(model, tokenizer, config(args), evaluator=tone)
         generator.warm_up()
         prompts = read_lines("tone_prompts.txt")[: sizes["tone_prompts"]]
         held_out = EmbeddingToneJudge()
@@ -62,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         report["tone"] = compare(generator, prompts, sizes["tone_tokens"], judges)
     if args.part in ("harm", "both"):
-        generator = RainGenerator(model, tokenizer, args.preset, template="harmless")
+        generator = RainGenerator(model, tokenizer, config(args), template="harmless")
         generator.warm_up()
         prompts = read_lines("harmful_requests.txt")[: sizes["harm_prompts"]]
         template_judge = ModelEvaluator(model, tokenizer, "harmless")
@@ -72,6 +80,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         report["harm"] = compare(generator, prompts, sizes["harm_tokens"], judges)
     name = "quality-quick" if args.quick else "quality"
+    if args.leaves is not None:
+        name += f"-k{args.leaves}"
     if args.model:
         name += "-" + args.model.replace(":", "-").replace("/", "-")
     path = write_json(name, report, args.out)
@@ -207,6 +217,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--model", help="model id or path (default: the embedded SmolLM2)")
     parser.add_argument("--device", help="cpu or cuda (default: cuda if available)")
     parser.add_argument("--preset", default="fast", help="RAIN preset (default: fast)")
+    parser.add_argument("--leaves", type=int, help="parallel_leaves K (default: the preset's)")
     parser.add_argument("--part", choices=["tone", "harm", "both"], default="both")
     parser.add_argument("--limit", type=int, help="use only the first N prompts of each set")
     parser.add_argument("--quick", action="store_true", help="the short version (minutes)")

@@ -148,6 +148,9 @@ class Engine:
         for waiting in expands:
             progressed = True
             self._expand(task, waiting)
+        if search.closing and task.waiting:
+            progressed = True
+            self._abandon(task)
         if search.ready_to_commit:
             progressed = True
             task.steps.put(search.finish_step())
@@ -155,6 +158,19 @@ class Engine:
                 task.done = True
                 task.steps.put(None)
         return progressed
+
+    def _abandon(self, task: Task) -> None:
+        """Drop the iterations still running when their step has what it needs.
+
+        Only parallel leaves get here (one leaf at a time never runs past the
+        step's end): their rows leave the decoder, their visits are not counted.
+        """
+        for waiting in task.waiting:
+            if waiting.job is not None and self.decoder is not None:
+                self.decoder.cancel(waiting.job)
+            waiting.iteration.close()
+            task.search.iteration_done(False)
+        task.waiting = []
 
     def _send(self, task: Task, iteration: Iteration, reply: Reply | None) -> bool:
         """Resume ``iteration`` with ``reply``; False if it ended without running."""

@@ -515,20 +515,22 @@ class TreeSearch:
         if path is None:
             return False
         add_pending(path, 1)
-        rollout = yield from self.expand(path)
-        nodes = path[1:]
-        response = self.backend.decode(self.answer + self.tokens_of(nodes) + list(rollout))
-        values = yield Judge(self.prompt, [self.stops.cut(response)])
-        value = check_score(values[0], "the evaluator")
-        if nodes:
-            texts = [
-                self.backend.decode(self.tokens_of(nodes[i:]) + list(rollout))
-                for i in range(len(nodes))
-            ]
-            vectors = yield Embed(texts)
-            for node, vector in zip(nodes, vectors, strict=True):
-                node.add_embedding(vector)
-        add_pending(path, -1)
+        try:
+            rollout = yield from self.expand(path)
+            nodes = path[1:]
+            response = self.backend.decode(self.answer + self.tokens_of(nodes) + list(rollout))
+            values = yield Judge(self.prompt, [self.stops.cut(response)])
+            value = check_score(values[0], "the evaluator")
+            if nodes:
+                texts = [
+                    self.backend.decode(self.tokens_of(nodes[i:]) + list(rollout))
+                    for i in range(len(nodes))
+                ]
+                vectors = yield Embed(texts)
+                for node, vector in zip(nodes, vectors, strict=True):
+                    node.add_embedding(vector)
+        finally:  # backed up below, or abandoned when its step closed before it was done
+            add_pending(path, -1)
         backup(path, value, self.bounds)
         self.step.similarity_updates += similarity_update(
             nodes, value, self.config.similarity_threshold, self.config.similarity_weight
@@ -579,8 +581,10 @@ class TreeSearch:
             rollout_temperature=config.rollout_temperature,
         )
         leaf.busy = True
-        expansion = yield Expand(self.states(path), request, self.generator_for(path, leaf.fn))
-        leaf.busy = False
+        try:
+            expansion = yield Expand(self.states(path), request, self.generator_for(path, leaf.fn))
+        finally:
+            leaf.busy = False
         children = self.make_children(path, expansion.proposals)
         leaf.children.extend(children)
         assign_priors(children, single, config.root_noise)
@@ -615,9 +619,12 @@ class TreeSearch:
             temperature=self.config.temperature,
         )
         node.busy = True
-        generator = self.generator_for(path, -len(node.children))
-        expansion = yield Expand(self.states(path), request, generator)
-        node.busy = False
+        try:
+            expansion = yield Expand(
+                self.states(path), request, self.generator_for(path, -len(node.children))
+            )
+        finally:
+            node.busy = False
         for child in self.make_children(path, expansion.proposals):
             node.children.append(child)
             add_prior(node, child, self.config.root_noise)

@@ -95,10 +95,20 @@ def sampling_log_probs(log_probs: torch.Tensor, top_k: int, temperature: float) 
 
 
 def draw(dist: torch.Tensor, temperature: float, generator: torch.Generator) -> torch.Tensor:
-    """One token per row of ``dist`` (log-probs); temperature 0 takes the most likely."""
+    """One token per row of ``dist`` (log-probs); temperature 0 takes the most likely.
+
+    Inverse-CDF sampling: one uniform number per row against the running sum
+    of probabilities. Over a 50k vocabulary this is several times faster on a
+    CPU than ``torch.multinomial``, and tokens of probability 0 are never drawn.
+    """
     if temperature == 0.0:
         return dist.argmax(-1)
-    return torch.multinomial(dist.exp(), 1, generator=generator).squeeze(-1)
+    cdf = dist.exp().cumsum(-1, dtype=torch.float64)
+    uniform = torch.rand(
+        cdf.shape[:-1] + (1,), generator=generator, dtype=torch.float64, device=cdf.device
+    )
+    picks = torch.searchsorted(cdf, uniform * cdf[..., -1:], right=True)
+    return picks.squeeze(-1).clamp_(max=cdf.shape[-1] - 1)
 
 
 def sample_top_k(

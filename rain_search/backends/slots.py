@@ -80,10 +80,11 @@ class SlotDecoder:
         self.cache = DynamicCache()
         self.width = 0  # cache positions per row, padding included
         self._joining: list[Row] = []
+        self._live: list[int] = []  # positions in ``rows`` still decoding
 
     @property
     def live(self) -> bool:
-        return bool(self.rows or self._joining)
+        return bool(self._live or self._joining)
 
     def add(
         self,
@@ -112,6 +113,11 @@ class SlotDecoder:
             self._finish(job)
         return job
 
+    def cancel(self, job: Job) -> None:
+        """Stop decoding ``job``: its rows leave at the next relayout."""
+        self._joining = [row for row in self._joining if row.job is not job]
+        self._live = [p for p in self._live if self.rows[p].job is not job]
+
     def step(self) -> list[Job]:
         """One forward call over every live row; the jobs it finished, in the order they began."""
         self._admit()
@@ -137,8 +143,8 @@ class SlotDecoder:
     def _advance(self, log_probs: torch.Tensor) -> list[Job]:
         """Draw every row's next token; drop the rows that are done and finish their jobs."""
         by_job: dict[Job, list[int]] = {}
-        for position, row in enumerate(self.rows):
-            by_job.setdefault(row.job, []).append(position)
+        for position in self._live:
+            by_job.setdefault(self.rows[position].job, []).append(position)
         keep: list[int] = []
         finished: list[Job] = []
         for job, positions in by_job.items():
@@ -154,8 +160,7 @@ class SlotDecoder:
             if not any(row.index in drawn for row in rows):
                 self._finish(job)
                 finished.append(job)
-        if len(keep) < len(self.rows):
-            self._relayout(keep, [])
+        self._live = keep  # the rest leave at the next relayout, when the next rows join
         return finished
 
     def _draw(
@@ -231,9 +236,14 @@ class SlotDecoder:
     # -- the shared cache --------------------------------------------------------------
 
     def _admit(self) -> None:
-        """Bring the rows that joined since the last call into the cache."""
-        if self._joining:
-            self._relayout(list(range(len(self.rows))), self._joining)
+        """Drop the rows that are done and bring in the ones that joined: one relayout.
+
+        With nobody joining, done rows leave only once they are a quarter of the
+        batch: until then an idle row costs less than copying the cache.
+        """
+        dead = len(self.rows) - len(self._live)
+        if self._joining or (dead and dead * 4 >= len(self.rows)) or not self._live:
+            self._relayout(self._live, self._joining)
             self._joining = []
 
     def _relayout(self, keep: list[int], joining: list[Row]) -> None:
@@ -245,32 +255,43 @@ class SlotDecoder:
         kept = [self.rows[i] for i in keep]
         rows = kept + joining
         if not rows:
-            self.rows, self.width, self.cache = [], 0, DynamicCache()
+            self.rows, self.width, self.cache, self._live = [], 0, DynamicCache(), []
             return
         trim = min((row.start for row in kept), default=self.width)
         old_width = self.width - trim
         width = max([old_width, *(context_length(row.job) for row in joining)])
         old = [layer_tensors(layer) for layer in self.cache.layers] if kept else []
         index = torch.tensor(keep, device=self.backend.device, dtype=torch.long)
+        whole = len(keep) == len(self.rows)
         layers = []
         for layer in range(len(old) or len(joining[0].job.context)):
             pair = []
             for part in (0, 1):
-                ref = old[layer][part] if old else joining[0].job.context[layer][part]
-                out = ref.new_zeros(len(rows), ref.shape[1], width, ref.shape[3])
+                parts = []
                 if kept:
-                    out[: len(kept), :, width - old_width :] = old[layer][part][index, :, trim:]
-                for offset, row in enumerate(joining, start=len(kept)):
-                    context = row.job.context[layer][part][0]
-                    out[offset, :, width - context.shape[-2] :] = context
-                pair.append(out)
+                    rows_kept = old[layer][part] if whole else old[layer][part][index]
+                    parts.append(pad_left(rows_kept[:, :, trim:], width))
+                if joining:
+                    parts.append(self._joining_block(joining, layer, part, width))
+                pair.append(parts[0] if len(parts) == 1 else torch.cat(parts))
             layers.append((pair[0], pair[1]))
         for row in kept:
             row.start += width - old_width - trim
         for row in joining:
             row.start = width - context_length(row.job)
         self.rows, self.width = rows, width
+        self._live = list(range(len(rows)))
         self._set_cache(layers)
+
+    @staticmethod
+    def _joining_block(joining: list[Row], layer: int, part: int, width: int) -> torch.Tensor:
+        """The joining rows' contexts, right-aligned in ``width`` positions."""
+        ref = joining[0].job.context[layer][part]
+        block = ref.new_zeros(len(joining), ref.shape[1], width, ref.shape[3])
+        for offset, row in enumerate(joining):
+            context = row.job.context[layer][part][0]
+            block[offset, :, width - context.shape[-2] :] = context
+        return block
 
     def _set_cache(self, layers: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
         if not layers:
@@ -286,3 +307,9 @@ class SlotDecoder:
 
 def context_length(job: Job) -> int:
     return job.context[0][0].shape[-2]
+
+
+def pad_left(tensor: torch.Tensor, width: int) -> torch.Tensor:
+    """(batch, heads, tokens, dim) padded with zeros on the left to ``width`` tokens."""
+    missing = width - tensor.shape[-2]
+    return torch.nn.functional.pad(tensor, (0, 0, missing, 0)) if missing else tensor
