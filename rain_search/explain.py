@@ -8,7 +8,7 @@ committed set is the most visited one.
 from __future__ import annotations
 
 from rain_search.extras import require
-from rain_search.result import Candidate, RainResult
+from rain_search.result import Candidate, LeafRun, RainResult
 
 BAR = 12
 GREY = (0.8, 0.8, 0.8)
@@ -30,7 +30,63 @@ def explain_text(result: RainResult) -> str:
         for i, candidate in enumerate(ranked):
             branch = "└─" if i == len(ranked) - 1 else "├─"
             lines.append(f"  {branch} {_describe(candidate, most)}")
+        if widest_round(step.leaves) > 1:
+            lines.append(f"  leaves run together (calls {_rounds(step.leaves)})")
     return "\n".join(lines)
+
+
+def widest_round(leaves: list[LeafRun]) -> int:
+    """The most leaves whose forward calls overlapped at one time."""
+    ends = sorted(
+        [(leaf.first_call, 1) for leaf in leaves] + [(leaf.last_call, -1) for leaf in leaves]
+    )
+    widest = running = 0
+    for _, change in ends:
+        running += change
+        widest = max(widest, running)
+    return widest
+
+
+def _rounds(leaves: list[LeafRun]) -> str:
+    """Each leaf as ``first-last:text=value``, in the order they started."""
+    parts = []
+    for leaf in leaves:
+        value = "abandoned" if leaf.value is None else f"{leaf.value:+.2f}"
+        parts.append(f"{leaf.first_call}-{leaf.last_call} {leaf.text[-16:]!r} {value}")
+    return "; ".join(parts)
+
+
+def plot_rounds(result: RainResult, path: str) -> None:
+    """One bar per leaf over the forward calls its expansion and rollout used.
+
+    Bars stacked in one column of calls ran in the same forward calls; colour
+    is the judge's value (grey: abandoned when its step closed).
+    """
+    matplotlib = require("matplotlib", "plot", "drawing the search's rounds")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    leaves = [leaf for step in result.steps for leaf in step.leaves]
+    fig, ax = plt.subplots(figsize=(10, max(3.0, 0.12 * len(leaves) + 1.5)))
+    lanes: list[int] = []  # the call each lane is busy until
+    for leaf in leaves:
+        lane = next((i for i, end in enumerate(lanes) if end <= leaf.first_call), len(lanes))
+        if lane == len(lanes):
+            lanes.append(0)
+        lanes[lane] = leaf.last_call + 1
+        colour = GREY if leaf.value is None else _colour(leaf.value)
+        width = max(leaf.last_call - leaf.first_call, 0.6)
+        ax.barh(lane, width, left=leaf.first_call, color=[colour], edgecolor="black", lw=0.3)
+    for step in result.steps[1:]:
+        start = min((leaf.first_call for leaf in step.leaves), default=None)
+        if start is not None:
+            ax.axvline(start, color="black", lw=0.5, ls=":")
+    ax.set_xlabel("the search's forward calls")
+    ax.set_ylabel("leaf slot")
+    ax.set_title("RAIN rounds: leaves that shared forward calls (colour = value, grey = abandoned)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def _describe(candidate: Candidate, most_visits: float) -> str:

@@ -25,6 +25,21 @@ class Candidate:
 
 
 @dataclass
+class LeafRun:
+    """One iteration's leaf: when its expansion ran, counted in its search's forward calls.
+
+    Leaves whose call ranges overlap ran together (parallel leaves share each
+    call). ``value`` is the judge's score, None when the step closed first and
+    the leaf was abandoned.
+    """
+
+    text: str
+    first_call: int
+    last_call: int
+    value: float | None
+
+
+@dataclass
 class StepStats:
     """One committed token set and the search that chose it."""
 
@@ -45,6 +60,7 @@ class StepStats:
     tree_size: int
     wall_time: float
     candidates: list[Candidate] = field(default_factory=list)
+    leaves: list[LeafRun] = field(default_factory=list)
 
 
 @dataclass
@@ -112,6 +128,12 @@ class RainResult:
         from rain_search.explain import plot_tree
 
         plot_tree(self, path)
+
+    def plot_rounds(self, path: str) -> None:
+        """Draw which leaves ran together: one bar per leaf over the forward calls it used."""
+        from rain_search.explain import plot_rounds
+
+        plot_rounds(self, path)
 
     def to_dict(self) -> dict[str, Any]:
         """Everything, JSON-serialisable."""

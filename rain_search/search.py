@@ -37,7 +37,7 @@ from rain_search.evaluators import (
 )
 from rain_search.knobs import note_model_defaults, refuse_unsupported
 from rain_search.models import LOAD_OPTIONS, context_window, format_prompt, load_model
-from rain_search.result import Candidate, FinishReason, RainResult, StepStats
+from rain_search.result import Candidate, FinishReason, LeafRun, RainResult, StepStats
 from rain_search.stats import Counters
 from rain_search.templates import EvalTemplate
 from rain_search.tree import (
@@ -450,6 +450,7 @@ class TreeSearch:
             tree_size=count_nodes(root),
             wall_time=time.perf_counter() - step.started,
             candidates=self.candidates(root, child),
+            leaves=step.leaves,
         )
 
     def make_result(self, text: str, finish: FinishReason) -> RainResult:
@@ -515,8 +516,13 @@ class TreeSearch:
         if path is None:
             return False
         add_pending(path, 1)
+        run = LeafRun(
+            self.backend.decode(self.tokens_of(path[1:])), self.cost.forward_calls, 0, None
+        )
+        self.step.leaves.append(run)
         try:
             rollout = yield from self.expand(path)
+            run.last_call = self.cost.forward_calls
             nodes = path[1:]
             response = self.backend.decode(self.answer + self.tokens_of(nodes) + list(rollout))
             values = yield Judge(self.prompt, [self.stops.cut(response)])
@@ -531,6 +537,8 @@ class TreeSearch:
                     node.add_embedding(vector)
         finally:  # backed up below, or abandoned when its step closed before it was done
             add_pending(path, -1)
+            run.last_call = run.last_call or self.cost.forward_calls
+        run.value = value
         backup(path, value, self.bounds)
         self.step.similarity_updates += similarity_update(
             nodes, value, self.config.similarity_threshold, self.config.similarity_weight
@@ -711,6 +719,7 @@ class StepProgress:
     stopped_early: bool = False
     nodes_expanded: int = 0
     similarity_updates: int = 0
+    leaves: list[LeafRun] = field(default_factory=list)
 
 
 class RainStream:

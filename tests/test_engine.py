@@ -17,6 +17,7 @@ from rain_search.backends.base import ExpandRequest
 from rain_search.backends.hf import HFBackend
 from rain_search.backends.slots import SlotDecoder
 from rain_search.evaluators import FunctionEvaluator
+from rain_search.explain import widest_round
 from rain_search.search import RainGenerator, TreeSearch
 from rain_search.stats import Counters
 from rain_search.tree import Node, ValueRange, add_pending, select_leaf
@@ -211,3 +212,20 @@ def test_the_engine_thread_ends_when_idle(tiny_llama) -> None:
         time.sleep(0.01)
     assert not generator.scheduler.running
     assert generator.generate("Hi", max_new_tokens=3).completion_tokens > 0  # starts again
+
+
+def test_explain_shows_which_leaves_ran_together(generator, tmp_path) -> None:
+    result = generator.generate("Tell me a story", seed=4)
+    text = result.explain()
+    assert "leaves run together (calls " in text
+    widest = max(widest_round(step.leaves) for step in result.steps)
+    assert 1 < widest <= 4, "with K=4 up to four leaves share forward calls"
+    result.plot_rounds(str(tmp_path / "rounds.png"))
+    assert (tmp_path / "rounds.png").read_bytes()[:4] == b"\x89PNG"
+    solo = RainGenerator(
+        generator.model,
+        generator.tokenizer,
+        generator.config.merged(parallel_leaves=1),
+        evaluator=lambda t: -t.count("e") / 5,
+    ).generate("Tell me a story", seed=4)
+    assert "leaves run together" not in solo.explain()
