@@ -339,6 +339,7 @@ class TreeSearch:
         self.steps_done: list[StepStats] = []
         self.running = 0  # iterations started and not yet backed up
         self.closing = False  # this step has what it needs: no new iterations
+        self.round_open = True  # leaves may still join the current round
         self.step = StepProgress()
 
     # -- outer loop: search, commit, repeat ---------------------------------------
@@ -379,7 +380,9 @@ class TreeSearch:
         assert root is not None
         if self.cancelled():
             raise Cancelled("the generation was cancelled")
-        if self.closing or self.running >= self.config.parallel_leaves:
+        if self.running == 0:
+            self.round_open = True
+        if self.closing or not self.round_open or self.running >= self.config.parallel_leaves:
             return None
         if root.children:  # something to commit: the budgets may end the answer here
             self.out_of_budget = self.spent_budget()
@@ -390,8 +393,15 @@ class TreeSearch:
         return self.iterate(root)
 
     def iteration_done(self, ran: bool) -> None:
-        """Count a finished iteration and decide whether the step has enough."""
+        """Count a finished iteration and decide whether the step has enough.
+
+        Leaves are selected in rounds: once one of a round's leaves is back,
+        the next round waits for all of them. Refilling a finished leaf's place
+        at once would visit quick leaves (an ended answer, a cached judgment)
+        again and again while slow ones roll out, and visits decide the commit.
+        """
         self.running -= 1
+        self.round_open = False
         if not ran:
             return
         root, config = self.root, self.config

@@ -133,12 +133,14 @@ def ranked_children(node: Node, c: float, bounds: ValueRange) -> list[Node]:
 def select_leaf(root: Node, c: float, bounds: ValueRange) -> list[Node] | None:
     """The path PUCT picks from ``root`` to a leaf that is free to visit, or None.
 
-    Descends by score; a leaf whose children are being proposed (``busy``) is
-    skipped and the next-best branch tried, so parallel leaves never expand
-    the same node twice. With nothing busy this is the greedy descent.
+    Descends by score; a leaf with a visit in flight (its children being
+    proposed, or an ended answer being judged) is skipped and the next-best
+    branch tried, so parallel leaves never expand the same node twice nor pile
+    onto a leaf that needs no model work. With nothing in flight this is the
+    greedy descent.
     """
     if not root.children:
-        return None if root.busy else [root]
+        return None if root.busy or root.pending else [root]
     for child in ranked_children(root, c, bounds):
         below = select_leaf(child, c, bounds)
         if below is not None:

@@ -34,7 +34,10 @@ def graded(text: str) -> float:
 # (one leaf per iteration, called inline): same configs, judges and prompt.
 CASES = {
     "paper": (RainConfig(max_new_tokens=20, seed=3), penalise_bad),
-    "fast": (RainConfig.preset("fast").merged(max_new_tokens=24, seed=1), graded),
+    "fast": (
+        RainConfig.preset("fast").merged(max_new_tokens=24, seed=1, parallel_leaves=1),
+        graded,
+    ),
     "hopeless": (
         RainConfig(max_new_tokens=6, num_children=3, max_children=6, max_iterations=20),
         lambda text: -1.0,
