@@ -98,7 +98,9 @@ def encode_split(
             run = text[start:begin]
             ids += tokenizer.encode(run, add_special_tokens=False, split_special_tokens=True)
         if end > begin:
-            ids.append(int(tokenizer.convert_tokens_to_ids(text[begin:end])))
+            special = tokenizer.convert_tokens_to_ids(text[begin:end])
+            assert isinstance(special, int)  # one token in, one id out
+            ids.append(special)
         start = end
     if not add_special_tokens:
         return ids
