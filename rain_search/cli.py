@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import pkgutil
 import sys
 from collections.abc import Callable, Sequence
@@ -70,11 +71,24 @@ def build_parser() -> argparse.ArgumentParser:
     templates.add_argument("action", nargs="?", choices=["list", "show"], default="list")
     templates.add_argument("name", nargs="?", help="template name or file, for 'show'")
     templates.set_defaults(run=run_templates)
+    serve = commands.add_parser(
+        "serve", help="an OpenAI-compatible HTTP server (needs the 'serve' extra)"
+    )
+    add_model_options(serve)
+    add_serve_options(serve)
+    serve.set_defaults(run=run_serve)
     return parser
 
 
 def add_generation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("prompt", help="the user's message")
+    add_model_options(parser)
+    parser.add_argument("--system", help="system message for chat models")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """The model, its search settings and its judge: what every generating command takes."""
     parser.add_argument(
         "--model",
         help="HF model id, local directory or .gguf file "
@@ -97,12 +111,49 @@ def add_generation_options(parser: argparse.ArgumentParser) -> None:
         choices=["minilm", "hidden"],
         help="sentence embedder for the similarity update (default: minilm)",
     )
-    parser.add_argument("--system", help="system message for chat models")
     parser.add_argument("--max-new-tokens", type=int, help="override the preset's answer length")
     parser.add_argument("--seed", type=int, help="random seed (default: the preset's, 0)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1... (default: cuda if available)")
-    parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
+
+
+def add_serve_options(parser: argparse.ArgumentParser) -> None:
+    """Where ``rain serve`` listens, who may call it and how much it takes on."""
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default: 127.0.0.1, this machine only)",
+    )
+    parser.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get("RAIN_API_KEY"),
+        help="require 'Authorization: Bearer KEY' on /v1 routes (default: $RAIN_API_KEY)",
+    )
+    parser.add_argument(
+        "--model-name", help="the name clients send as 'model' (default: the model's name)"
+    )
+    parser.add_argument(
+        "--max-prompt-tokens", type=int, default=4096, help="longest prompt (default: 4096)"
+    )
+    parser.add_argument(
+        "--max-tokens", type=int, default=512, help="largest max_tokens a request may ask (512)"
+    )
+    parser.add_argument(
+        "--max-concurrent", type=int, default=1, help="searches run at once (default: 1)"
+    )
+    parser.add_argument(
+        "--max-queue",
+        type=int,
+        default=8,
+        help="searches that may wait for a slot; more get 429 (default: 8)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=300.0,
+        help="seconds one answer may take; the answer so far is returned (default: 300)",
+    )
 
 
 def run_generate(args: argparse.Namespace) -> int:
@@ -142,6 +193,34 @@ def run_compare(args: argparse.Namespace) -> int:
     print(f"RAIN / vanilla wall time: {ratio:.1f}x")
     if args.explain:
         print(f"\n{rain.explain()}")
+    return 0
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """Load the model, then serve it until interrupted."""
+    require("fastapi", "serve", "rain serve")
+    require("uvicorn", "serve", "rain serve")
+    from rain_integrations.server.limits import ServerLimits
+    from rain_integrations.server.main import serve
+    from rain_search.models import EMBEDDED_MODEL_NAME
+
+    limits = ServerLimits(
+        max_prompt_tokens=args.max_prompt_tokens,
+        max_tokens=args.max_tokens,
+        max_concurrent=args.max_concurrent,
+        max_queue=args.max_queue,
+        timeout=args.timeout,
+    )
+    name = args.model_name or args.model or EMBEDDED_MODEL_NAME
+    serve(
+        make_generator(args),
+        host=args.host,
+        port=args.port,
+        api_key=args.api_key,
+        limits=limits,
+        model_name=name,
+        quiet=args.quiet,
+    )
     return 0
 
 
