@@ -8,7 +8,7 @@ import os
 import pkgutil
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rain_search import __version__
 from rain_search.config import PRESETS, RainConfig
@@ -17,6 +17,10 @@ from rain_search.evaluators import Evaluator, FunctionEvaluator, ModelEvaluator
 from rain_search.extras import require
 from rain_search.result import RainResult, StepStats
 from rain_search.templates import builtin_names, dump_template, load_template
+
+if TYPE_CHECKING:
+    from rain_integrations.batch.local import BatchSummary
+    from rain_integrations.batch.rows import BadRow, Row
 
 EVALUATOR_HELP = (
     "who judges partial answers: 'self' (the model itself, default), 'model:PATH_OR_ID' "
@@ -77,6 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_options(serve)
     add_serve_options(serve)
     serve.set_defaults(run=run_serve)
+    batch = commands.add_parser(
+        "batch", help="answer every prompt of a .jsonl file into a folder (resumable)"
+    )
+    batch.add_argument("input", help="prompts, one JSON object a line: prompt or messages")
+    batch.add_argument("output", help="folder for results.jsonl and errors.jsonl")
+    add_model_options(batch)
+    batch.set_defaults(run=run_batch)
     return parser
 
 
@@ -222,6 +233,30 @@ def run_serve(args: argparse.Namespace) -> int:
         quiet=args.quiet,
     )
     return 0
+
+
+def run_batch(args: argparse.Namespace) -> int:
+    """Answer the rows not yet in the output folder; bad rows go to errors.jsonl."""
+    from pathlib import Path
+
+    from rain_integrations.batch import run_local
+
+    generator = make_generator(args)
+    show = None if args.quiet else batch_progress
+    summary = run_local(generator, Path(args.input), Path(args.output), on_row=show)
+    print(
+        f"rain: batch: {summary.answered} answered, {summary.errors} errors, "
+        f"{summary.skipped} already done; see {args.output}/results.jsonl and errors.jsonl",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def batch_progress(row: Row | BadRow, summary: BatchSummary) -> None:
+    print(
+        f"rain: line {row.line} done ({summary.answered} answered, {summary.errors} errors)",
+        file=sys.stderr,
+    )
 
 
 def run_templates(args: argparse.Namespace) -> int:
