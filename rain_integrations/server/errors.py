@@ -74,6 +74,12 @@ def install_handlers(app: FastAPI) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return APIError(exc.status_code, str(exc.detail)).response()
 
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        """A failure of the server, not of the request (a model that cannot load, ...)."""
+        message = f"the server failed: {type(exc).__name__}: {exc}"
+        return APIError(500, message, code=type(exc).__name__).response()
+
 
 def validation_error(errors: Any) -> APIError:
     """FastAPI's first validation error as a 400 naming the field (``messages.0.role``)."""

@@ -248,6 +248,36 @@ def test_a_judge_template_needs_self_evaluation(client) -> None:
     assert "cannot change its judge" in response.json()["error"]["message"]
 
 
+def failing_judge(text: str) -> float:
+    raise RuntimeError("judge offline")
+
+
+def test_a_failing_search_is_a_500_in_openai_shape(generator) -> None:
+    broken = RainGenerator(
+        generator.model, generator.tokenizer, "fast", evaluator=failing_judge, embedder="hidden"
+    )
+    with TestClient(build_app(broken, model_name=MODEL)) as test_client:
+        response = test_client.post("/v1/chat/completions", json=body())
+        assert response.status_code == 500
+        error = response.json()["error"]
+        assert error["type"] == "server_error" and "judge offline" in error["message"]
+        events = sse_events(
+            test_client.post("/v1/chat/completions", json={**body(), "stream": True}).text
+        )
+        assert "judge offline" in events[-2]["error"]["message"] and events[-1] == "[DONE]"
+
+
+def test_a_generator_that_cannot_be_built_is_a_500_not_a_hang(generator) -> None:
+    def cannot_load() -> RainGenerator:
+        raise OSError("no weights here")
+
+    app = build_app(cannot_load, model_name=MODEL, preload=False)
+    with TestClient(app, raise_server_exceptions=False) as test_client:
+        assert test_client.get("/health").json()["status"] == "loading"
+        response = test_client.post("/v1/chat/completions", json=body())
+        assert response.status_code == 500 and "no weights here" in response.text
+
+
 # -- access -------------------------------------------------------------------------
 
 
