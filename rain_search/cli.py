@@ -8,7 +8,8 @@ import os
 import pkgutil
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING
 
 from rain_search import __version__
 from rain_search.config import PRESETS, RainConfig
@@ -20,7 +21,7 @@ from rain_search.templates import builtin_names, dump_template, load_template
 
 if TYPE_CHECKING:
     from rain_integrations.batch.local import BatchSummary
-    from rain_integrations.batch.rows import BadRow, Row
+    from rain_search.search import RainGenerator
 
 EVALUATOR_HELP = (
     "who judges partial answers: 'self' (the model itself, default), 'model:PATH_OR_ID' "
@@ -80,6 +81,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_model_options(serve)
     add_serve_options(serve)
+    add_ray_options(serve)
+    serve.add_argument(
+        "--replicas", type=int, default=1, help="with --ray: copies of the model (default: 1)"
+    )
+    serve.add_argument(
+        "--gpus-per-replica", type=float, default=0.0, help="with --ray: GPUs per replica (0)"
+    )
+    serve.add_argument(
+        "--cpus-per-replica", type=float, default=1.0, help="with --ray: CPUs per replica (1)"
+    )
     serve.set_defaults(run=run_serve)
     batch = commands.add_parser(
         "batch", help="answer every prompt of a .jsonl file into a folder (resumable)"
@@ -87,6 +98,16 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("input", help="prompts, one JSON object a line: prompt or messages")
     batch.add_argument("output", help="folder for results.jsonl and errors.jsonl")
     add_model_options(batch)
+    add_ray_options(batch)
+    batch.add_argument(
+        "--actors", type=int, default=1, help="with --ray: actors that each hold a model (1)"
+    )
+    batch.add_argument(
+        "--cpus-per-actor", type=float, default=1.0, help="with --ray: CPUs per actor (1)"
+    )
+    batch.add_argument(
+        "--gpus-per-actor", type=float, default=0.0, help="with --ray: GPUs per actor (0)"
+    )
     batch.set_defaults(run=run_batch)
     return parser
 
@@ -126,6 +147,16 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, help="random seed (default: the preset's, 0)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1... (default: cuda if available)")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
+
+
+def add_ray_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--ray", action="store_true", help="run on a Ray cluster (needs the 'ray' extra)"
+    )
+    parser.add_argument(
+        "--ray-address",
+        help="an existing Ray cluster to join, e.g. ray://head:10001 (default: start a local one)",
+    )
 
 
 def add_serve_options(parser: argparse.ArgumentParser) -> None:
@@ -223,6 +254,21 @@ def run_serve(args: argparse.Namespace) -> int:
         timeout=args.timeout,
     )
     name = args.model_name or args.model or EMBEDDED_MODEL_NAME
+    if args.ray:
+        from rain_integrations.server.ray_serve import Replicas, serve_with_ray
+
+        replicas = Replicas(args.replicas, gpus=args.gpus_per_replica, cpus=args.cpus_per_replica)
+        serve_with_ray(
+            GeneratorSpec.from_args(args),
+            replicas=replicas,
+            host=args.host,
+            port=args.port,
+            api_key=args.api_key,
+            limits=limits,
+            model_name=name,
+            address=args.ray_address,
+        )
+        return 0
     serve(
         make_generator(args),
         host=args.host,
@@ -239,11 +285,19 @@ def run_batch(args: argparse.Namespace) -> int:
     """Answer the rows not yet in the output folder; bad rows go to errors.jsonl."""
     from pathlib import Path
 
-    from rain_integrations.batch import run_local
-
-    generator = make_generator(args)
     show = None if args.quiet else batch_progress
-    summary = run_local(generator, Path(args.input), Path(args.output), on_row=show)
+    source, folder = Path(args.input), Path(args.output)
+    if args.ray:
+        from rain_integrations.batch.ray_data import ActorPool, run_ray
+        from rain_integrations.ray_cluster import start_ray
+
+        pool = ActorPool(args.actors, cpus=args.cpus_per_actor, gpus=args.gpus_per_actor)
+        start_ray(args.ray_address, loopback=True, purpose="rain batch --ray")
+        summary = run_ray(GeneratorSpec.from_args(args), source, folder, pool=pool, on_row=show)
+    else:
+        from rain_integrations.batch import run_local
+
+        summary = run_local(make_generator(args), source, folder, on_row=show)
     print(
         f"rain: batch: {summary.answered} answered, {summary.errors} errors, "
         f"{summary.skipped} already done; see {args.output}/results.jsonl and errors.jsonl",
@@ -252,9 +306,9 @@ def run_batch(args: argparse.Namespace) -> int:
     return 0
 
 
-def batch_progress(row: Row | BadRow, summary: BatchSummary) -> None:
+def batch_progress(line: int, summary: BatchSummary) -> None:
     print(
-        f"rain: line {row.line} done ({summary.answered} answered, {summary.errors} errors)",
+        f"rain: line {line} done ({summary.answered} answered, {summary.errors} errors)",
         file=sys.stderr,
     )
 
@@ -270,24 +324,50 @@ def run_templates(args: argparse.Namespace) -> int:
     return 0
 
 
-def make_generator(args: argparse.Namespace) -> Any:
-    from rain_search.models import load_model
-    from rain_search.search import RainGenerator
+def make_generator(args: argparse.Namespace) -> RainGenerator:
+    return GeneratorSpec.from_args(args)()
 
-    overrides = {
-        key: value
-        for key, value in (("max_new_tokens", args.max_new_tokens), ("seed", args.seed))
-        if value is not None
-    }
-    config = RainConfig.preset(args.preset, **overrides)
-    if not args.quiet:
-        print(f"rain: loading {args.model or 'the embedded model'}...", file=sys.stderr)
-    model, tokenizer = load_model(args.model, device=args.device)
-    evaluator = parse_evaluator(args.evaluator, args.template, args.device)
-    template = args.template if evaluator is None else None
-    return RainGenerator(
-        model, tokenizer, config, evaluator=evaluator, template=template, embedder=args.embedder
-    )
+
+@dataclass(frozen=True)
+class GeneratorSpec:
+    """The command line's model, search and judge options; calling it builds the generator.
+
+    It is plain data, so it can be sent to another process (a Ray Serve replica,
+    a Ray Data actor) that builds its own generator there.
+    """
+
+    model: str | None = None
+    preset: str = "paper"
+    template: str | None = None
+    evaluator: str = "self"
+    embedder: str = "minilm"
+    device: str | None = None
+    max_new_tokens: int | None = None
+    seed: int | None = None
+    quiet: bool = True
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> GeneratorSpec:
+        return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
+
+    def __call__(self) -> RainGenerator:
+        from rain_search.models import load_model
+        from rain_search.search import RainGenerator
+
+        overrides = {
+            key: value
+            for key, value in (("max_new_tokens", self.max_new_tokens), ("seed", self.seed))
+            if value is not None
+        }
+        config = RainConfig.preset(self.preset, **overrides)
+        if not self.quiet:
+            print(f"rain: loading {self.model or 'the embedded model'}...", file=sys.stderr)
+        model, tokenizer = load_model(self.model, device=self.device)
+        evaluator = parse_evaluator(self.evaluator, self.template, self.device)
+        template = self.template if evaluator is None else None
+        return RainGenerator(
+            model, tokenizer, config, evaluator=evaluator, template=template, embedder=self.embedder
+        )
 
 
 def parse_evaluator(spec: str, template: str | None, device: str | None) -> Evaluator | None:

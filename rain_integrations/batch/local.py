@@ -34,9 +34,12 @@ def run_local(
     source: Path,
     folder: Path,
     *,
-    on_row: Callable[[Row | BadRow, BatchSummary], None] | None = None,
+    on_row: Callable[[int, BatchSummary], None] | None = None,
 ) -> BatchSummary:
-    """Answer every row of ``source`` not yet in ``folder``; a bad row is reported, not fatal."""
+    """Answer every row of ``source`` not yet in ``folder``; a bad row is reported, not fatal.
+
+    ``on_row(line, summary)`` is called after each row is written.
+    """
     if not source.is_file():
         raise ConfigError(f"input file {str(source)!r} does not exist; give a .jsonl file")
     out = OutputFolder(folder)
@@ -57,7 +60,7 @@ def run_local(
                 out.write(error_record(row, str(exc)), error=True)
                 summary.errors += 1
         if on_row is not None:
-            on_row(row, summary)
+            on_row(row.line, summary)
     return summary
 
 
