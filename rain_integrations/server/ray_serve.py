@@ -10,6 +10,7 @@ replica's own gate answers 429 when it is full, so Serve's
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,7 @@ from rain_integrations.server.limits import ServerLimits
 from rain_integrations.server.main import is_loopback
 from rain_search.errors import ConfigError
 from rain_search.extras import require
+from rain_search.models import EMBEDDED_MODEL_NAME
 
 
 @dataclass(frozen=True)
@@ -111,3 +113,63 @@ def serve_with_ray(
         factory, replicas=replicas, api_key=api_key, limits=limits, model_name=model_name
     )
     serve.run(app, name="rain", route_prefix="/", blocking=blocking)
+
+
+BUILDER_ARGS: dict[str, type] = {
+    "model": str,
+    "preset": str,
+    "template": str,
+    "evaluator": str,
+    "embedder": str,
+    "device": str,
+    "max_new_tokens": int,
+    "seed": int,
+    "replicas": int,
+    "gpus_per_replica": float,
+    "cpus_per_replica": float,
+    "api_key": str,
+    "model_name": str,
+    "max_prompt_tokens": int,
+    "max_tokens": int,
+    "max_concurrent": int,
+    "max_queue": int,
+    "timeout": float,
+}
+
+
+def app_builder(args: dict[str, str]) -> Any:
+    """The application for ``serve run rain_integrations.server.ray_serve:app_builder k=v ...``.
+
+    Takes the ``rain serve`` options by their long names with underscores
+    (``preset=fast replicas=2 gpus_per_replica=1``); ``api_key`` defaults to
+    ``$RAIN_API_KEY``.
+    """
+    from rain_search.cli import GeneratorSpec
+
+    unknown = sorted(set(args) - set(BUILDER_ARGS))
+    if unknown:
+        raise ConfigError(f"unknown option(s) {unknown}; use {', '.join(BUILDER_ARGS)}")
+    try:
+        values = {key: BUILDER_ARGS[key](value) for key, value in args.items()}
+    except ValueError as exc:
+        raise ConfigError(f"bad option value: {exc}") from exc
+    spec = GeneratorSpec(**{k: values.pop(k) for k in list(values) if k in GENERATOR_ARGS})
+    replicas = Replicas(
+        int(values.pop("replicas", 1)),
+        gpus=float(values.pop("gpus_per_replica", 0.0)),
+        cpus=float(values.pop("cpus_per_replica", 1.0)),
+    )
+    api_key = values.pop("api_key", None) or os.environ.get("RAIN_API_KEY")
+    model_name = values.pop("model_name", None) or spec.model or EMBEDDED_MODEL_NAME
+    return application(
+        spec,
+        replicas=replicas,
+        api_key=None if api_key is None else str(api_key),
+        limits=ServerLimits(**values),
+        model_name=str(model_name),
+    )
+
+
+GENERATOR_ARGS = frozenset(
+    {"model", "preset", "template", "evaluator", "embedder", "device", "max_new_tokens", "seed"}
+)

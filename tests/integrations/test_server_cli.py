@@ -62,3 +62,19 @@ def test_bad_limits_are_a_clear_error(served, model_dir, capsys) -> None:
     args = ["serve", "--model", model_dir, "--device", "cpu", "--max-concurrent", "0"]
     assert main([*args, "--evaluator", "avoid:e", "--embedder", "hidden", "--quiet"]) == 2
     assert "max_concurrent must be at least 1" in capsys.readouterr().err
+
+
+def test_serve_run_builder_takes_the_cli_options_and_refuses_others(monkeypatch) -> None:
+    pytest.importorskip("ray.serve")
+    from rain_integrations.server.ray_serve import app_builder
+    from rain_search.errors import ConfigError
+
+    monkeypatch.setenv("RAIN_API_KEY", "k")
+    app = app_builder({"preset": "fast", "replicas": "2", "max_tokens": "64"})
+    assert type(app).__name__ == "Application"
+    with pytest.raises(ConfigError, match="unknown option"):
+        app_builder({"replica": "2"})
+    with pytest.raises(ConfigError, match="bad option value"):
+        app_builder({"replicas": "two"})
+    with pytest.raises(ConfigError, match="max_concurrent must be at least 1"):
+        app_builder({"max_concurrent": "0"})
