@@ -130,21 +130,9 @@ def search_config(
     ``rain`` (``preset``, ``template``, any RainConfig field). A field set in
     both places is an error rather than a silent choice.
     """
-    rain = dict(request.rain)
-    unknown = sorted(set(rain) - RAIN_KEYS)
-    if unknown:
-        raise bad_request(
-            f"unknown RAIN setting(s) {unknown}; 'rain' takes preset, template and RainConfig "
-            "fields such as max_iterations, num_children, c_puct, timeout",
-            f"rain.{unknown[0]}",
-            "unknown_parameter",
-        )
-    template = rain.pop("template", None)
-    if template is not None and not isinstance(template, str):
-        raise bad_request("rain.template must be a built-in template's name", "rain.template")
-    preset = rain.pop("preset", None)
+    rain, template, preset = rain_object(request.rain)
     if preset is not None:
-        base = safely(lambda: RainConfig.preset(str(preset)), "rain.preset")
+        base = safely(lambda: RainConfig.preset(preset), "rain.preset")
     top, names = openai_fields(request, base)
     clash = sorted(set(top) & set(rain))
     if clash:
@@ -154,27 +142,49 @@ def search_config(
         )
     names.update({field: f"rain.{field}" for field in rain})
     overrides = {**rain, **top}
-    asked_tokens = overrides.get("max_new_tokens")
-    if isinstance(asked_tokens, int) and asked_tokens > limits.max_tokens:
-        raise bad_request(
-            f"{names['max_new_tokens']} is {asked_tokens}; this server allows at most "
-            f"{limits.max_tokens} tokens per answer",
-            names["max_new_tokens"],
-        )
-    if limits.timeout is not None:
-        asked = overrides.get("timeout")
-        overrides["timeout"] = limits.timeout if asked is None else asked
+    if limits.timeout is not None and overrides.get("timeout") is None:
+        overrides["timeout"] = limits.timeout
     config = merged(base, overrides, names)
-    capped = config
-    if asked_tokens is None and config.max_new_tokens > limits.max_tokens:
-        capped = config.merged(max_new_tokens=limits.max_tokens)
-    if limits.timeout is not None and (capped.timeout or 0) > limits.timeout:
+    config = within_limits(config, "max_new_tokens" in overrides, names, limits)
+    return config, (template, rain.get("votes"), rain.get("swap_labels"))
+
+
+def rain_object(rain: Mapping[str, Any]) -> tuple[dict[str, Any], str | None, str | None]:
+    """The ``rain`` object as RainConfig fields, a template name and a preset name."""
+    fields = dict(rain)
+    unknown = sorted(set(fields) - RAIN_KEYS)
+    if unknown:
         raise bad_request(
-            f"rain.timeout is {capped.timeout:g} s; this server allows at most {limits.timeout:g}",
+            f"unknown RAIN setting(s) {unknown}; 'rain' takes preset, template and RainConfig "
+            "fields such as max_iterations, num_children, c_puct, timeout",
+            f"rain.{unknown[0]}",
+            "unknown_parameter",
+        )
+    names = {key: fields.pop(key, None) for key in ("template", "preset")}
+    for key, value in names.items():
+        if value is not None and not isinstance(value, str):
+            raise bad_request(f"rain.{key} must be a name, got {value!r}", f"rain.{key}")
+    return fields, names["template"], names["preset"]
+
+
+def within_limits(
+    config: RainConfig, asked_tokens: bool, names: Mapping[str, str], limits: ServerLimits
+) -> RainConfig:
+    """``config`` checked against the server's limits; a preset's length is capped quietly."""
+    if config.max_new_tokens > limits.max_tokens:
+        if asked_tokens:
+            raise bad_request(
+                f"{names['max_new_tokens']} is {config.max_new_tokens}; this server allows at "
+                f"most {limits.max_tokens} tokens per answer",
+                names["max_new_tokens"],
+            )
+        config = config.merged(max_new_tokens=limits.max_tokens)
+    if limits.timeout is not None and (config.timeout or 0) > limits.timeout:
+        raise bad_request(
+            f"rain.timeout is {config.timeout:g} s; this server allows at most {limits.timeout:g}",
             "rain.timeout",
         )
-    judge = (template, rain.get("votes"), rain.get("swap_labels"))
-    return capped, judge
+    return config
 
 
 def openai_fields(

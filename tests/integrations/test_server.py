@@ -221,6 +221,22 @@ def test_bad_completion_requests(client, fields, param) -> None:
     assert response.json()["error"]["param"] == param
 
 
+def test_the_token_limit_holds_however_the_length_is_asked(client) -> None:
+    for rain in ({"max_new_tokens": "100"}, {"preset": "paper", "max_new_tokens": 65}):
+        response = client.post("/v1/chat/completions", json=body(max_tokens=None, rain=rain))
+        assert response.status_code == 400, response.text
+        assert response.json()["error"]["param"] == "rain.max_new_tokens"
+
+
+def test_a_presets_length_is_capped_to_the_servers_limit(generator) -> None:
+    app = build_app(generator, model_name=MODEL, limits=ServerLimits(max_tokens=3))
+    story = [{"role": "user", "content": "Tell me a story"}]  # 16 tokens and more, uncapped
+    with TestClient(app) as test_client:
+        reply = chat(test_client, max_tokens=None, messages=story, seed=0)
+    assert reply["usage"]["completion_tokens"] == 3  # the fast preset's 64, capped to 3
+    assert reply["choices"][0]["finish_reason"] == "length"
+
+
 def test_a_lone_surrogate_is_a_400_not_a_500(client) -> None:
     raw = (
         '{"model": "tiny", "max_tokens": 4, "messages": [{"role": "user", "content": "a\\ud800"}]}'
