@@ -155,7 +155,7 @@ def add_ray_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--ray-address",
-        help="an existing Ray cluster to join, e.g. ray://head:10001 (default: start a local one)",
+        help="an existing Ray cluster to join, e.g. auto (default: start a local one)",
     )
 
 
