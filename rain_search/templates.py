@@ -26,6 +26,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from rain_search.errors import TemplateError
+from rain_search.untrusted import Segment, joined
 
 SLOTS = ("prompt", "response")
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
@@ -137,11 +138,25 @@ class EvalTemplate(BaseModel):
         Successive judgments during a search share most of it (the prompt and
         the committed answer), so the judge caches it by token prefix.
         """
+        return joined(self.conversation_segments(prompt, response))
+
+    def conversation_segments(self, prompt: str, response: str) -> list[Segment]:
+        """:meth:`conversation_text` as the template's text (trusted) and the filled slots (not).
+
+        The judge tokenises the slots with special-token parsing off, so a
+        prompt or response cannot forge the judge's own markup either.
+        """
         values = {"prompt": self.defang(prompt), "response": self.defang(response)}
-        return "\n\n" + _PLACEHOLDER.sub(
-            lambda m: values[m.group(1)] if m.group(1) is not None else m.group(0)[0],
-            self.conversation,
-        )
+        segments, start = [Segment("\n\n", True)], 0
+        for match in _PLACEHOLDER.finditer(self.conversation):
+            literal = self.conversation[start : match.start()]
+            if match.group(1) is None:  # an escaped brace
+                segments.append(Segment(literal + match.group(0)[0], True))
+            else:
+                segments += [Segment(literal, True), Segment(values[match.group(1)], False)]
+            start = match.end()
+        segments.append(Segment(self.conversation[start:], True))
+        return [segment for segment in segments if segment.text]
 
     def question_text(self, good_first: bool) -> str:
         """The last part of :meth:`variable_text`: the question, options and answer prefix.
@@ -160,7 +175,15 @@ class EvalTemplate(BaseModel):
 
     def render(self, prompt: str, response: str, good_first: bool = True) -> str:
         """The whole judge prompt, for display and debugging."""
-        return self.fixed_text() + self.variable_text(prompt, response, good_first)
+        return joined(self.render_segments(prompt, response, good_first))
+
+    def render_segments(self, prompt: str, response: str, good_first: bool = True) -> list[Segment]:
+        """The whole judge prompt, with the prompt and response marked untrusted."""
+        return [
+            Segment(self.fixed_text(), True),
+            *self.conversation_segments(prompt, response),
+            Segment(self.question_text(good_first), True),
+        ]
 
     def defang(self, text: str) -> str:
         """``text`` with forged option markers and answer prefixes made harmless.

@@ -15,6 +15,7 @@ from langchain_core.runnables import RunnableConfig, RunnableSerializable
 from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import ConfigDict, Field, model_validator
 
+from rain_integrations._prompts import open_stream
 from rain_search.errors import ConfigError, PromptError
 from rain_search.evaluators import Evaluator, check_score, make_evaluator
 
@@ -84,10 +85,18 @@ class RainGuard(RunnableSerializable[Any, Any]):
         if self.policy == "annotate":
             return "annotate", text
         if self.policy == "regenerate":
-            rewritten = self.llm.rain.generate(self.rewrite_prompt.replace("{text}", text)).text
+            rewritten = self._rewrite(text)
             if self.score(rewritten, prompt) >= self.threshold:
                 return "regenerate", rewritten
         return "replace", self.replacement
+
+    def _rewrite(self, text: str) -> str:
+        """The rewrite prompt answered with RAIN; the flagged text in it stays text."""
+        stream = open_stream(self.llm.rain, self.rewrite_prompt.replace("{text}", text))
+        for _ in stream:
+            pass
+        assert stream.result is not None  # set when the stream is exhausted
+        return stream.result.text
 
     def wrap_tool(self, tool: BaseTool) -> BaseTool:
         """The same tool, its output passed through this guard before the agent sees it.

@@ -19,6 +19,7 @@ from rain_search.backends.hf import KV, cache_rows, make_cache, trim_kv
 from rain_search.errors import PromptError, TemplateError
 from rain_search.stats import Counters
 from rain_search.templates import EvalTemplate
+from rain_search.untrusted import encode_segments
 
 ORDERS = (True, False)
 """Good option first, then swapped: the two orders cancel position bias."""
@@ -41,7 +42,8 @@ class HFJudge:
     """Scores (prompt, response) pairs in [-1, 1] with one template on one model.
 
     A judgment is the template rendered as one text (*fixed part,
-    conversation, question*) and tokenised as one text, so the model reads
+    conversation, question*) and tokenised as one text (the prompt and
+    response with special-token parsing off), so the model reads
     exactly the tokens the text stands for: tokenising the pieces apart would
     add a spurious leading-space token at every join on SentencePiece
     (LLaMA-style) tokenizers. The keys and values of the last judgment are
@@ -97,8 +99,10 @@ class HFJudge:
     def judgment_ids(self, prompt: str, response: str) -> list[list[int]]:
         """The whole judge prompt's token ids, one row per option order asked."""
         rows = [
-            self.tokenizer.encode(
-                self.template.render(prompt, response, good_first), add_special_tokens=True
+            encode_segments(
+                self.tokenizer,
+                self.template.render_segments(prompt, response, good_first),
+                add_special_tokens=True,
             )
             for good_first in self.orders
         ]

@@ -22,6 +22,11 @@ def test_core_imports_no_framework() -> None:
     assert not {"langchain_core", "llama_index"} & modules
 
 
+def test_the_cli_and_the_adapters_import_no_server_framework() -> None:
+    modules = imported_after("import rain_search.cli, rain_integrations.langchain")
+    assert not {"fastapi", "uvicorn", "starlette"} & modules
+
+
 def test_each_adapter_imports_only_its_framework() -> None:
     assert "llama_index" not in imported_after("import rain_integrations.langchain")
     assert "langchain_core" not in imported_after("import rain_integrations.llama_index")

@@ -1,0 +1,104 @@
+"""``rain batch --ray``: the rows as a Ray Data pipeline over a pool of model-holding actors.
+
+Each actor builds its generator once (``map_batches`` with a callable class
+and ``compute=ActorPoolStrategy``) and answers rows one at a time; the
+driver writes each answer to the output folder as it arrives, exactly as the
+in-process job does, so a killed job resumes the same way.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from rain_integrations.batch.local import BatchSummary, answer
+from rain_integrations.batch.rows import (
+    BadRow,
+    OutputFolder,
+    Row,
+    error_record,
+    read_rows,
+    result_record,
+)
+from rain_search.errors import ConfigError, RainError
+from rain_search.extras import require
+from rain_search.search import RainGenerator
+
+
+@dataclass(frozen=True)
+class ActorPool:
+    """How many actors hold a model, and what each takes from the cluster."""
+
+    size: int = 1
+    cpus: float = 1.0
+    gpus: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.size < 1:
+            raise ConfigError(f"--actors must be at least 1, got {self.size}")
+
+
+class RainRowsActor:
+    """A Ray Data actor: builds the generator once, then answers batches of rows."""
+
+    def __init__(self, factory: Callable[[], RainGenerator]) -> None:
+        self.generator = factory()
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
+        records, errors = [], []
+        for payload in batch["row"]:
+            row = Row(**json.loads(str(payload)))
+            try:
+                record, failed = result_record(row, answer(self.generator, row)), False
+            except RainError as exc:  # this row's settings or search failed: report, go on
+                record, failed = error_record(row, str(exc)), True
+            records.append(json.dumps(record, ensure_ascii=False))
+            errors.append(failed)
+        return {"record": records, "error": errors}
+
+
+def run_ray(
+    factory: Callable[[], RainGenerator],
+    source: Path,
+    folder: Path,
+    *,
+    pool: ActorPool,
+    on_row: Callable[[int, BatchSummary], None] | None = None,
+) -> BatchSummary:
+    """Answer the rows of ``source`` not yet in ``folder`` on ``pool`` actors."""
+    ray_data = require("ray.data", "ray", "rain batch --ray")
+    if not source.is_file():
+        raise ConfigError(f"input file {str(source)!r} does not exist; give a .jsonl file")
+    out = OutputFolder(folder)
+    done = out.done_lines()
+    summary, todo = BatchSummary(), []
+    for row in read_rows(source):
+        if row.line in done:
+            summary.skipped += 1
+        elif isinstance(row, BadRow):
+            out.write(error_record(row, row.error), error=True)
+            summary.errors += 1
+        else:
+            todo.append({"row": json.dumps(asdict(row), ensure_ascii=False)})
+    if not todo:
+        return summary
+    answers = ray_data.from_items(todo).map_batches(
+        RainRowsActor,
+        fn_constructor_args=(factory,),
+        batch_size=1,
+        batch_format="numpy",
+        compute=ray_data.ActorPoolStrategy(size=pool.size),
+        num_cpus=pool.cpus,
+        num_gpus=pool.gpus,
+    )
+    for item in answers.iter_rows():
+        record, failed = json.loads(str(item["record"])), bool(item["error"])
+        out.write(record, error=failed)
+        summary.errors += failed
+        summary.answered += not failed
+        if on_row is not None:
+            on_row(int(record["line"]), summary)
+    return summary

@@ -1,0 +1,106 @@
+"""One search on its own thread, its committed steps handed to the event loop.
+
+Every ``next()`` of a :class:`~rain_search.search.RainStream` runs on the one
+thread made for its request (a search must start, run and end on the same
+thread), and the event loop only awaits a queue, so it keeps serving other
+requests. Cancelling the run (a client that went away) stops the search at
+its next iteration, or takes it out of the queue if it had not started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from rain_integrations.server.limits import Ticket
+from rain_search.errors import Cancelled
+from rain_search.result import RainResult, StepStats
+from rain_search.search import RainStream
+
+Event = StepStats | RainResult | BaseException
+
+
+class SearchRun:
+    """A started search: :meth:`events` yields its steps, then its result (or its error)."""
+
+    def __init__(
+        self,
+        stream: RainStream,
+        ticket: Ticket,
+        *,
+        on_end: Callable[[SearchRun], None] = lambda run: None,
+    ) -> None:
+        self._stream = stream
+        self._ticket = ticket
+        self._on_end = on_end
+        self._loop = asyncio.get_running_loop()
+        self._queue: asyncio.Queue[Event] = asyncio.Queue()
+        self._cancel = threading.Event()
+        self.ended = threading.Event()
+        self.outcome = "running"  # then: completed, cancelled or failed
+        self._thread = threading.Thread(target=self._run, name="rain-request", daemon=True)
+        self._thread.start()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    def cancel(self) -> None:
+        """Stop the search at its next iteration (or before it starts); safe from any thread."""
+        self._cancel.set()
+        self._stream.cancel()
+
+    async def events(self, heartbeat: float | None = None) -> AsyncIterator[Event | None]:
+        """Steps, then the result or the exception that ended the search.
+
+        With ``heartbeat``, ``None`` is yielded after that many quiet seconds,
+        so a streaming response can write something and notice a client that
+        went away while a long step is searched.
+        """
+        while True:
+            try:
+                event = await asyncio.wait_for(self._queue.get(), heartbeat)
+            except asyncio.TimeoutError:
+                yield None
+                continue
+            yield event
+            if not isinstance(event, StepStats):
+                return
+
+    async def result(
+        self, disconnected: Callable[[], Awaitable[bool]], poll: float = 0.25
+    ) -> RainResult:
+        """The whole answer; cancels the search when ``await disconnected()`` turns true."""
+        async for event in self.events(heartbeat=poll):
+            if event is None and await disconnected():
+                self.cancel()
+            elif isinstance(event, RainResult):
+                return event
+            elif isinstance(event, BaseException):
+                raise event
+        raise Cancelled("the search ended without a result")
+
+    def _run(self) -> None:
+        try:
+            if not self._ticket.wait(self._cancel.is_set):
+                raise Cancelled("the request was cancelled while it waited for a search slot")
+            for step in self._stream:
+                self._put(step)
+            assert self._stream.result is not None  # set when the stream is exhausted
+            self._put(self._stream.result)
+            self.outcome = "completed"
+        except BaseException as exc:  # handed to the request, which reports it
+            self.outcome = "cancelled" if self.cancelled else "failed"
+            self._put(exc)
+        finally:
+            self._stream.close()  # on this thread, where the search ran
+            self._ticket.release()
+            self.ended.set()
+            self._on_end(self)
+
+    def _put(self, event: Event) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, event)
+        except RuntimeError:  # the event loop is closed: nobody is listening any more
+            self.cancel()

@@ -1,0 +1,120 @@
+"""``rain batch``: every row answered or reported once, bad rows not fatal, resumable."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from rain_integrations.batch import run_local
+from rain_search.cli import main
+
+GOOD = [
+    {"id": "a", "prompt": "Say hi.", "rain": {"max_new_tokens": 4, "seed": 3}},
+    {"messages": [{"role": "user", "content": "Count."}], "system": "Be brief."},
+    {"id": 7, "prompt": "Tell me a story", "rain": {"preset": "fast", "max_new_tokens": 3}},
+]
+BAD = [
+    ("{not json", "not valid JSON"),
+    ('["a list"]', "must be a JSON object"),
+    ('{"system": "no prompt"}', "exactly one of 'prompt'"),
+    ('{"prompt": "x", "colour": "red"}', "unknown key(s) ['colour']"),
+    ('{"prompt": "x", "rain": {"num_children": 0}}', "num_children"),
+    ('{"prompt": "x", "rain": {"bogus": 1}}', "unknown RAIN setting(s) ['bogus']"),
+    ('{"id": "a", "prompt": "again"}', "id 'a' repeats line 1"),
+    ('{"prompt": "bad \\ud800"}', "lone surrogate"),
+]
+
+
+def write_rows(path: Path, lines: list[str]) -> Path:
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return path
+
+
+def read(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_good_rows_are_answered_and_bad_rows_reported_by_line(generator, tmp_path) -> None:
+    lines = [json.dumps(row) for row in GOOD] + [""] + [text for text, _ in BAD]
+    source = write_rows(tmp_path / "prompts.jsonl", lines)
+    summary = run_local(generator, source, tmp_path / "out")
+    assert (summary.answered, summary.errors, summary.skipped) == (3, len(BAD), 0)
+    results = read(tmp_path / "out" / "results.jsonl")
+    assert [(r["id"], r["line"]) for r in results] == [("a", 1), (2, 2), (7, 3)]
+    assert results[0]["stats"]["seed"] == 3 and results[0]["completion_tokens"] <= 4
+    assert results[2]["completion_tokens"] <= 3
+    assert all(r["finish_reason"] in ("eos", "stop", "length") and "text" in r for r in results)
+    errors = read(tmp_path / "out" / "errors.jsonl")
+    assert [e["line"] for e in errors] == list(range(5, 5 + len(BAD)))  # line 4 is blank
+    for error, (_, expected) in zip(errors, BAD, strict=True):
+        assert expected in error["error"]
+
+
+def test_a_stopped_run_resumes_without_losing_or_repeating_rows(generator, tmp_path) -> None:
+    rows = [
+        json.dumps({"prompt": f"Question {i}", "rain": {"max_new_tokens": 2}}) for i in range(8)
+    ]
+    source = write_rows(tmp_path / "prompts.jsonl", rows)
+    out = tmp_path / "out"
+
+    def stop_after_three(row, summary) -> None:
+        if summary.answered == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_local(generator, source, out, on_row=stop_after_three)
+    with (out / "results.jsonl").open("a") as torn:  # a kill in the middle of a write
+        torn.write('{"id": 4, "line": 4, "te')
+    summary = run_local(generator, source, out)
+    assert (summary.answered, summary.skipped) == (5, 3)
+    assert [r["line"] for r in read(out / "results.jsonl")] == list(range(1, 9))
+    again = run_local(generator, source, out)
+    assert (again.answered, again.errors, again.skipped) == (0, 0, 8)
+
+
+def test_the_cli_runs_a_batch_and_says_what_it_did(model_dir, tmp_path, capsys) -> None:
+    source = write_rows(tmp_path / "p.jsonl", [json.dumps(GOOD[0]), "{bad"])
+    args = ["batch", str(source), str(tmp_path / "out"), "--model", model_dir, "--device", "cpu"]
+    assert main([*args, "--preset", "fast", "--evaluator", "avoid:e", "--embedder", "hidden"]) == 0
+    err = capsys.readouterr().err
+    assert "1 answered, 1 errors, 0 already done" in err
+    assert main([*args, "--preset", "fast", "--evaluator", "avoid:e", "--quiet"]) == 0
+    assert "0 answered, 0 errors, 2 already done" in capsys.readouterr().err
+    missing = ["batch", str(tmp_path / "nope.jsonl"), str(tmp_path / "o"), "--model", model_dir]
+    assert main([*missing, "--evaluator", "avoid:e", "--embedder", "hidden", "--quiet"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # two interpreter start-ups and 30 rows: about 30 s on 2 cores
+def test_a_killed_process_loses_no_row_and_repeats_none(model_dir, tmp_path) -> None:
+    """SIGKILL half way through, then run again: every line once in the results."""
+    rows = [json.dumps({"prompt": f"Tell me a story {i}"}) for i in range(30)]
+    source = write_rows(tmp_path / "prompts.jsonl", rows)
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "rain_search.cli", "batch", str(source), str(out)]
+    command += ["--model", model_dir, "--device", "cpu", "--preset", "fast", "--quiet"]
+    command += ["--evaluator", "avoid:e", "--embedder", "hidden", "--max-new-tokens", "48"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    job = subprocess.Popen(command, env=env, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while len(read_lines(out / "results.jsonl")) < 3:
+        assert job.poll() is None, job.stderr.read().decode()[-2000:] if job.stderr else ""
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    job.send_signal(signal.SIGKILL)
+    job.wait(30)
+    first = len(read_lines(out / "results.jsonl"))
+    assert first < 30, "the job finished before it could be killed; make the rows longer"
+    subprocess.run(command, env=env, check=True, timeout=300)
+    assert [r["line"] for r in read(out / "results.jsonl")] == list(range(1, 31))
+
+
+def read_lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []

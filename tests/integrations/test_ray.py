@@ -1,0 +1,141 @@
+"""The Ray paths on one local loopback cluster: Serve replicas and the Ray Data batch job.
+
+Workers import the deployment and actor code from the installed package, so
+the generator is described by a picklable :class:`GeneratorSpec` of the tiny
+saved Llama and a keyword judge. Every listener stays on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+
+import httpx
+import pytest
+
+from rain_search.cli import GeneratorSpec, main
+from rain_search.errors import ConfigError
+
+# Read when ray is imported: without them a local node also listens on every address.
+RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+_before = {name: os.environ.get(name) for name in RAY_ENV}
+os.environ.update(RAY_ENV)
+
+ray = pytest.importorskip("ray")
+serve = pytest.importorskip("ray.serve")
+
+pytestmark = pytest.mark.slow  # a cluster start and model-loading workers: about a minute
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        object_store_memory=150 * 1024 * 1024,
+        _node_ip_address="127.0.0.1",
+    )
+    try:
+        yield ray
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+        for name, value in _before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@pytest.fixture(scope="module")
+def spec(model_dir) -> GeneratorSpec:
+    return GeneratorSpec(
+        model=model_dir, preset="fast", evaluator="avoid:e", embedder="hidden", device="cpu"
+    )
+
+
+def test_every_ray_listener_is_on_loopback(cluster) -> None:
+    import psutil
+
+    me = psutil.Process()
+    ours = {me.pid} | {child.pid for child in me.children(recursive=True)}  # the cluster too
+    open_addresses = {
+        conn.laddr.ip.removeprefix("::ffff:")
+        for conn in psutil.net_connections(kind="inet")
+        if conn.status == psutil.CONN_LISTEN and conn.pid in ours
+    }
+    assert len(ours) > 3 and open_addresses <= {"127.0.0.1"}, open_addresses
+
+
+def test_two_serve_replicas_answer_concurrent_requests(cluster, spec) -> None:
+    from rain_integrations.server.limits import ServerLimits
+    from rain_integrations.server.ray_serve import Replicas, serve_with_ray
+
+    serve_with_ray(
+        spec,
+        replicas=Replicas(2, cpus=0.5),
+        host="127.0.0.1",
+        port=8766,
+        api_key="k",
+        limits=ServerLimits(max_tokens=16),
+        model_name="tiny",
+        blocking=False,
+    )
+    status = serve.status().applications["rain"].deployments["rain"]
+    assert status.replica_states.get("RUNNING") == 2
+    request = {"model": "tiny", "messages": [{"role": "user", "content": "Tell me a story"}]}
+    url = "http://127.0.0.1:8766/v1/chat/completions"
+    replies: list[httpx.Response] = []
+
+    def ask() -> None:
+        replies.append(
+            httpx.post(url, json=request, headers={"Authorization": "Bearer k"}, timeout=120)
+        )
+
+    askers = [threading.Thread(target=ask) for _ in range(6)]
+    for asker in askers:
+        asker.start()
+    for asker in askers:
+        asker.join()
+    assert [r.status_code for r in replies] == [200] * 6
+    texts = {r.json()["choices"][0]["message"]["content"] for r in replies}
+    assert len(texts) == 1  # the same seed on either replica: the same answer
+    assert replies[0].json()["usage"]["completion_tokens"] <= 16  # the replicas' limits
+    assert httpx.post(url, json=request, timeout=30).status_code == 401
+
+
+def test_more_gpus_than_the_cluster_has_fails_at_once(cluster, spec) -> None:
+    from rain_integrations.server.ray_serve import Replicas, serve_with_ray
+
+    with pytest.raises(ConfigError, match="need 2 GPUs but the Ray cluster has 0"):
+        serve_with_ray(spec, replicas=Replicas(2, gpus=1), port=8767, blocking=False)
+
+
+def test_ray_data_batch_answers_every_row_once_and_resumes(cluster, spec, tmp_path) -> None:
+    from rain_integrations.batch.ray_data import ActorPool, run_ray
+
+    rows = [json.dumps({"id": i, "prompt": f"Question {i}"}) for i in range(20)]
+    rows.insert(5, '{"prompt": "x", "rain": {"num_children": 0}}')
+    source = tmp_path / "prompts.jsonl"
+    source.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "out"
+    pool = ActorPool(2, cpus=0.5)
+    summary = run_ray(spec, source, out, pool=pool)
+    assert (summary.answered, summary.errors, summary.skipped) == (20, 1, 0)
+    results = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert sorted(r["line"] for r in results) == [n for n in range(1, 22) if n != 6]
+    assert sorted(r["id"] for r in results) == list(range(20))
+    errors = [json.loads(line) for line in (out / "errors.jsonl").read_text().splitlines()]
+    assert [e["line"] for e in errors] == [6] and "num_children" in errors[0]["error"]
+    again = run_ray(spec, source, out, pool=pool)
+    assert (again.answered, again.errors, again.skipped) == (0, 0, 21)
+
+
+def test_rain_batch_ray_from_the_command_line(cluster, model_dir, tmp_path, capsys) -> None:
+    source = tmp_path / "p.jsonl"
+    source.write_text("".join(json.dumps({"prompt": f"Hi {i}"}) + "\n" for i in range(3)))
+    args = ["batch", str(source), str(tmp_path / "out"), "--model", model_dir, "--device", "cpu"]
+    args += ["--preset", "fast", "--evaluator", "avoid:e", "--embedder", "hidden", "--quiet"]
+    assert main([*args, "--ray", "--actors", "1", "--cpus-per-actor", "0.5"]) == 0
+    assert "3 answered, 0 errors, 0 already done" in capsys.readouterr().err
