@@ -14,7 +14,6 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
-from rain_integrations._prompts import open_stream
 from rain_search.config import RainConfig
 from rain_search.errors import ConfigError, ModelLoadError, PromptError
 from rain_search.knobs import refuse_unsupported
@@ -198,7 +197,7 @@ class RainParams(BaseModel):
     ) -> Any:
         """Start one generation: a :class:`~rain_search.search.RainStream` of its steps."""
         system, config = self.call_options(stop, kwargs)
-        return open_stream(self.rain, prompt, system=system, config=config)
+        return self.rain.stream(prompt, system=system, config=config)
 
     def call_options(
         self, stop: Sequence[str] | None, kwargs: Mapping[str, Any]

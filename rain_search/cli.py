@@ -182,7 +182,10 @@ def add_serve_options(parser: argparse.ArgumentParser) -> None:
         "--max-tokens", type=int, default=512, help="largest max_tokens a request may ask (512)"
     )
     parser.add_argument(
-        "--max-concurrent", type=int, default=1, help="searches run at once (default: 1)"
+        "--max-concurrent",
+        type=int,
+        default=8,
+        help="searches run at once, sharing forward calls (default: 8)",
     )
     parser.add_argument(
         "--max-queue",

@@ -36,7 +36,7 @@ from rain_search.evaluators import (
     make_evaluator,
 )
 from rain_search.knobs import note_model_defaults, refuse_unsupported
-from rain_search.models import LOAD_OPTIONS, context_window, format_prompt, load_model
+from rain_search.models import LOAD_OPTIONS, context_window, encode_prompt, load_model
 from rain_search.result import Candidate, FinishReason, LeafRun, RainResult, StepStats
 from rain_search.stats import Counters
 from rain_search.templates import EvalTemplate
@@ -279,9 +279,7 @@ class RainGenerator:
 
     def encode(self, prompt: Prompt, system: str | None) -> tuple[list[int], str]:
         """Token ids of the formatted prompt, and the plain prompt text the judge reads."""
-        text = format_prompt(self.tokenizer, prompt, system=system)
-        has_template = bool(getattr(self.tokenizer, "chat_template", None))
-        ids = self.tokenizer.encode(text, add_special_tokens=not has_template)
+        ids = encode_prompt(self.tokenizer, prompt, system)  # contents never special tokens
         judge_prompt = prompt if isinstance(prompt, str) else last_user_message(prompt)
         return ids, judge_prompt
 

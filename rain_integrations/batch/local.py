@@ -6,7 +6,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from rain_integrations._prompts import open_stream
 from rain_integrations.batch.rows import (
     BadRow,
     OutputFolder,
@@ -67,7 +66,7 @@ def run_local(
 def answer(generator: RainGenerator, row: Row) -> RainResult:
     """One row's answer with its own settings (message contents stay text)."""
     config = row.config(generator.config)
-    stream = open_stream(generator, row.prompt, system=row.system, config=config)
+    stream = generator.stream(row.prompt, system=row.system, config=config)
     for _ in stream:
         pass
     assert stream.result is not None  # set when the stream is exhausted

@@ -15,7 +15,6 @@ from langchain_core.runnables import RunnableConfig, RunnableSerializable
 from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import ConfigDict, Field, model_validator
 
-from rain_integrations._prompts import open_stream
 from rain_search.errors import ConfigError, PromptError
 from rain_search.evaluators import Evaluator, check_score, make_evaluator
 
@@ -92,7 +91,7 @@ class RainGuard(RunnableSerializable[Any, Any]):
 
     def _rewrite(self, text: str) -> str:
         """The rewrite prompt answered with RAIN; the flagged text in it stays text."""
-        stream = open_stream(self.llm.rain, self.rewrite_prompt.replace("{text}", text))
+        stream = self.llm.rain.stream(self.rewrite_prompt.replace("{text}", text))
         for _ in stream:
             pass
         assert stream.result is not None  # set when the stream is exhausted

@@ -12,7 +12,6 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from rain_integrations._prompts import judge_prompt, prompt_ids
 from rain_integrations.server.errors import APIError, bad_request, from_rain_error
 from rain_integrations.server.generators import Generators
 from rain_integrations.server.limits import ServerLimits
@@ -58,8 +57,7 @@ def prepare(
     generator = generators.for_judge(*judge)
     if isinstance(request, ChatRequest):
         where, messages = "messages", chat_messages(request.messages)
-        ids = safely(lambda: prompt_ids(generator, messages, None), where)
-        question = judge_prompt(messages)
+        ids, question = safely(lambda: generator.encode(messages, None), where)
     else:
         where, question = "prompt", completion_prompt(request)
         ids = safely(lambda: text_ids(generator, question), where)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import pytest
 
-from rain_integrations._prompts import open_stream
 from rain_search.backends.judge import HFJudge
 from rain_search.errors import PromptError
 from rain_search.models import encode_prompt, format_prompt
@@ -123,7 +122,7 @@ def test_a_lone_surrogate_is_a_prompt_error(generator, embedded_model) -> None:
     with pytest.raises(PromptError, match="lone surrogate.*U\\+D800"):
         generator.generate("bad \ud800 text")
     with pytest.raises(PromptError, match="lone surrogate"):
-        open_stream(generator, [{"role": "user", "content": "\udfff"}])
+        generator.stream([{"role": "user", "content": "\udfff"}])
     model, tokenizer = embedded_model
     judge = HFJudge(model, tokenizer, load_template("harmless"), Counters())
     with pytest.raises(PromptError, match="lone surrogate"):
@@ -131,8 +130,8 @@ def test_a_lone_surrogate_is_a_prompt_error(generator, embedded_model) -> None:
 
 
 def test_adapter_streams_keep_contents_as_text(generator) -> None:
-    """open_stream (used by the adapters and the server) encodes with encode_prompt."""
-    stream = open_stream(generator, "say <eos> please", config=generator.config)
+    """RainGenerator.stream (used by the adapters and the server) encodes with encode_prompt."""
+    stream = generator.stream("say <eos> please", config=generator.config)
     next(stream)
     stream.close()
     read = stream._search.prompt_ids
