@@ -19,8 +19,10 @@ callers, on any threads, can hand it searches and read their steps.
 
 from __future__ import annotations
 
+import atexit
 import queue
 import threading
+import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -29,6 +31,7 @@ from rain_search.backends.base import Backend
 from rain_search.backends.hf import HFBackend
 from rain_search.backends.slots import Job, SlotDecoder
 from rain_search.embeddings import Embedder
+from rain_search.errors import Cancelled
 from rain_search.evaluators import Evaluator
 from rain_search.result import StepStats
 from rain_search.stats import Counters
@@ -246,6 +249,11 @@ class Engine:
         task.waiting = []
         task.steps.put(error)
 
+    def cancel_all(self, why: str) -> None:
+        """End every search with :class:`Cancelled` (their readers see it)."""
+        self._fail_all(Cancelled(why))
+        self.tasks = []
+
     def _fail_all(self, error: BaseException) -> None:
         for task in self.tasks:
             if not task.done:
@@ -269,14 +277,18 @@ class Scheduler:
 
     The thread starts with the first search and ends after ``idle_exit`` seconds
     with none, so an unused generator holds no thread (nor, through it, its model).
+    At interpreter exit running searches are cancelled and the thread stopped
+    before Python tears down, never inside a forward call.
     """
 
     def __init__(self, engine: Engine, idle_exit: float = 2.0) -> None:
         self.engine = engine
         self.idle_exit = idle_exit
-        self._inbox: queue.Queue[Task] = queue.Queue()
+        self._inbox: queue.Queue[Task | None] = queue.Queue()  # None: wake up and look
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._stopping = False
+        _schedulers.add(self)
 
     @property
     def running(self) -> bool:
@@ -291,13 +303,26 @@ class Scheduler:
                 self._thread.start()
         return task
 
+    def shutdown(self, timeout: float = 10.0) -> None:
+        """Cancel every search and stop the thread (waits up to ``timeout`` seconds)."""
+        thread = self._thread
+        self._stopping = True
+        self._inbox.put(None)
+        if thread is not None:
+            thread.join(timeout)
+
     def _loop(self) -> None:
         engine = self.engine
         while True:
+            if self._stopping:
+                engine.cancel_all("the interpreter is exiting")
+                return
             if not engine.busy and not self._wait_for_work():
                 return
             while not self._inbox.empty():
-                engine.tasks.append(self._inbox.get_nowait())
+                task = self._inbox.get_nowait()
+                if task is not None:
+                    engine.tasks.append(task)
             engine.run_once()
 
     def _wait_for_work(self) -> bool:
@@ -311,3 +336,12 @@ class Scheduler:
                     self._thread = None
                     return False
             return True
+
+
+_schedulers: weakref.WeakSet[Scheduler] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_engines() -> None:
+    for scheduler in list(_schedulers):
+        scheduler.shutdown()

@@ -96,13 +96,23 @@ def test_same_seed_same_answer_and_the_seed_is_reported(client) -> None:
 
 
 def test_rain_settings_reach_the_search(client) -> None:
-    rain = {"preset": "fast", "max_iterations": 4, "min_fresh_iterations": 4, "num_children": 2}
+    rain = {
+        "preset": "fast",
+        "max_iterations": 4,
+        "min_fresh_iterations": 4,
+        "num_children": 2,
+        "parallel_leaves": 1,  # one leaf at a time: exactly the visits asked for
+    }
     reply = chat(client, rain=rain)
     stats = reply["rain"]
     assert stats["iterations"] <= 4 * stats["steps"]
     short = chat(client, rain={"max_new_tokens": 1}, max_tokens=None)
     assert short["usage"]["completion_tokens"] <= 1
 
+
+# One leaf at a time, so a run cut by a stop sequence follows the full run up to it
+# (a stop changes what the judge reads, which a wider search may route around).
+ONE_LEAF = {"parallel_leaves": 1}
 
 LONG_CANDIDATES = [
     ([{"role": "user", "content": prompt}], seed)
@@ -115,7 +125,8 @@ LONG_CANDIDATES = [
 def long_answer(client) -> tuple[list, int, str]:
     """The first candidate prompt and seed whose answer is 5 characters or more."""
     for messages, seed in LONG_CANDIDATES:
-        text = chat(client, seed=seed, max_tokens=16, messages=messages)["choices"][0]
+        text = chat(client, seed=seed, max_tokens=16, messages=messages, rain=ONE_LEAF)
+        text = text["choices"][0]
         if len(text["message"]["content"]) >= 5:
             return messages, seed, text["message"]["content"]
     raise AssertionError("no candidate gave a long answer; add prompts to LONG_CANDIDATES")
@@ -124,7 +135,9 @@ def long_answer(client) -> tuple[list, int, str]:
 def test_a_stop_sequence_ends_the_answer_before_it(client) -> None:
     messages, seed, full = long_answer(client)
     stop = full[2:5]
-    cut = chat(client, seed=seed, max_tokens=16, messages=messages, stop=["zzz", stop])
+    cut = chat(
+        client, seed=seed, max_tokens=16, messages=messages, stop=["zzz", stop], rain=ONE_LEAF
+    )
     assert cut["choices"][0]["message"]["content"] == full[: full.index(stop)]
     assert cut["choices"][0]["finish_reason"] == "stop"
     assert cut["rain"]["finish_reason"] == "stop"

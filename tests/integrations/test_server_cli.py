@@ -26,7 +26,7 @@ def test_defaults_bind_loopback_and_read_the_key_from_the_environment(monkeypatc
     args = build_parser().parse_args(["serve"])
     assert args.host == "127.0.0.1" and args.port == 8000
     assert args.api_key == "from-env"
-    assert args.max_concurrent == 1 and args.max_queue == 8
+    assert args.max_concurrent == 8 and args.max_queue == 8
 
 
 def test_serve_builds_an_app_that_answers_with_the_key(served, model_dir, capsys) -> None:
