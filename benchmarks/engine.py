@@ -72,11 +72,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     function = RainGenerator(model, tokenizer, "fast", evaluator=tone)
     function.warm_up()
     if "leaves" in args.sections:
-        report["leaves"] = sweep_leaves(function, prompts, sizes)
+        report["leaves"] = sweep(function, prompts, "fast", sizes["tokens"], sizes["leaves"])
     if "paper" in args.sections:
         judged = RainGenerator(model, tokenizer, "paper")
         judged.warm_up()
-        report["paper"] = sweep_paper(judged, prompts[0], sizes)
+        report["paper"] = sweep(
+            judged, prompts[:1], "paper", sizes["paper_tokens"], sizes["paper_leaves"]
+        )
     if "concurrent" in args.sections:
         report["concurrent"] = concurrency(function, prompts[0], sizes, args.leaves)
     if "dtype" in args.sections:
@@ -119,45 +121,20 @@ def vanilla(generator: RainGenerator, prompts: list[str], tokens: int) -> float:
     return sum(r.wall_time for r in results) / max(sum(r.completion_tokens for r in results), 1)
 
 
-def sweep_leaves(
-    generator: RainGenerator, prompts: list[str], sizes: dict[str, Any]
+def sweep(
+    generator: RainGenerator, prompts: list[str], preset: str, tokens: int, ks: list[int]
 ) -> list[dict[str, Any]]:
-    """fast + function judge at each K, against vanilla measured right before it."""
+    """``preset`` at each K, against vanilla measured right before it."""
     rows = []
-    for leaves in sizes["leaves"]:
-        base = vanilla(generator, prompts, sizes["tokens"])
-        config = RainConfig.preset(
-            "fast", max_new_tokens=sizes["tokens"], seed=0, parallel_leaves=leaves
-        )
+    for leaves in ks:
+        base = vanilla(generator, prompts, tokens)
+        config = RainConfig.preset(preset, max_new_tokens=tokens, seed=0, parallel_leaves=leaves)
         results = [generator.generate(p, config=config) for p in prompts]
         row = {"K": leaves, **mean([per_token(r) for r in results]), "vanilla_wall": base}
         row["wall_vs_vanilla"] = row["wall_time"] / base
         rows.append(row)
         print(
-            f"[{now()}] fast K={leaves}: {row['wall_vs_vanilla']:.2f}x vanilla, "
-            f"{row['forward_calls']:.2f} calls/token",
-            flush=True,
-        )
-    return rows
-
-
-def sweep_paper(generator: RainGenerator, prompt: str, sizes: dict[str, Any]) -> list[Any]:
-    """paper preset, self-judged, at each K: calls and wall time per committed token."""
-    rows = []
-    for leaves in sizes["paper_leaves"]:
-        base = vanilla(generator, [prompt], sizes["paper_tokens"])
-        config = RainConfig.preset(
-            "paper", max_new_tokens=sizes["paper_tokens"], seed=0, parallel_leaves=leaves
-        )
-        row = {
-            "K": leaves,
-            **per_token(generator.generate(prompt, config=config)),
-            "vanilla_wall": base,
-        }
-        row["wall_vs_vanilla"] = row["wall_time"] / base
-        rows.append(row)
-        print(
-            f"[{now()}] paper K={leaves}: {row['wall_vs_vanilla']:.1f}x vanilla, "
+            f"[{now()}] {preset} K={leaves}: {row['wall_vs_vanilla']:.2f}x vanilla, "
             f"{row['forward_calls']:.2f} calls/token",
             flush=True,
         )

@@ -8,12 +8,11 @@ recorded trace, and with the same search run by the batched engine.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
 
 import torch
-from test_search import BAD, EOS, RANKING, FakeBackend
+from test_search import RANKING, FakeBackend
 
-from rain_search.backends.base import ExpandRequest, Expansion, Proposal
+from rain_search.backends.base import ExpandRequest
 from rain_search.tree import Node
 
 
@@ -26,35 +25,18 @@ def pick(prefix: tuple[int, ...], attempt: int, position: int) -> int:
 class ScriptedBackend(FakeBackend):
     """FakeBackend with hashed samples and a rollout that depends on the leaf."""
 
-    def expand(
-        self, path: Sequence[tuple[int, ...]], request: ExpandRequest, generator: torch.Generator
-    ) -> Expansion:
-        self.requests.append(request)
-        prefix = tuple(t for state in path for t in state)
-        rows: list[tuple[tuple[int, ...], bool]] = []
-        if request.mode == "top":
-            excluded = {ids[0] for ids in request.exclude}
-            rows = [((t,), False) for t in RANKING if t not in excluded][: request.count]
-        else:
-            if request.greedy:
-                rows.append(((BAD,) * request.length, True))
-            for attempt in range(request.count):
-                ids = tuple(
-                    pick(prefix, attempt + len(request.exclude), i) for i in range(request.length)
-                )
-                rows.append((ids, False))
-        if self.eos_after is not None and len(prefix) >= self.eos_after:
-            rows = [((EOS,), False)]
-        proposals, seen, sampled = [], set(request.exclude), 0
-        for rank, (ids, greedy) in enumerate(rows):
-            full = request.keep is not None and sampled >= request.keep and not greedy
-            if ids not in seen and not full:
-                seen.add(ids)
-                sampled += not greedy
-                proposals.append(Proposal(ids, (-1.0 - rank,), greedy, prefix + ids))
-        self.counters.count_forward(len(rows), 1)
-        rollout = (pick(prefix, -1, 0),) if request.rollout_tokens else ()
-        return Expansion(proposals, rollout)
+    def sample(
+        self,
+        prefix: tuple[int, ...],
+        attempt: int,
+        request: ExpandRequest,
+        generator: torch.Generator,
+    ) -> tuple[int, ...]:
+        tries = attempt + len(request.exclude)
+        return tuple(pick(prefix, tries, i) for i in range(request.length))
+
+    def rollout(self, prefix: tuple[int, ...]) -> tuple[int, ...]:
+        return (pick(prefix, -1, 0),)
 
 
 def tree_trace(root: Node) -> list[list[object]]:

@@ -53,9 +53,8 @@ class FakeBackend:
         else:
             if request.greedy:
                 rows.append(((BAD,) * request.length, True))
-            for _ in range(request.count):
-                picks = torch.randint(1, len(RANKING), (request.length,), generator=generator)
-                rows.append((tuple(RANKING[int(i)] for i in picks), False))
+            for attempt in range(request.count):
+                rows.append((self.sample(prefix, attempt, request, generator), False))
         if self.eos_after is not None and len(prefix) >= self.eos_after:
             rows = [((EOS,), False)]
         proposals, seen, sampled = [], set(request.exclude), 0
@@ -66,8 +65,22 @@ class FakeBackend:
                 sampled += not greedy
                 proposals.append(Proposal(ids, (-1.0 - rank,), greedy, prefix + ids))
             self.counters.count_forward(len(rows), 1)
-        rollout = (GOOD,) if request.rollout_tokens else ()
+        rollout = self.rollout(prefix) if request.rollout_tokens else ()
         return Expansion(proposals, rollout)
+
+    def sample(
+        self,
+        prefix: tuple[int, ...],
+        attempt: int,
+        request: ExpandRequest,
+        generator: torch.Generator,
+    ) -> tuple[int, ...]:
+        """One sampled set: words other than the favourite, drawn from ``generator``."""
+        picks = torch.randint(1, len(RANKING), (request.length,), generator=generator)
+        return tuple(RANKING[int(i)] for i in picks)
+
+    def rollout(self, prefix: tuple[int, ...]) -> tuple[int, ...]:
+        return (GOOD,)
 
 
 class WordEmbedder:
