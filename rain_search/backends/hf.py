@@ -296,65 +296,19 @@ class HFBackend(CausalLMBackend[NodeState]):
     def expand(
         self, path: Sequence[NodeState], request: ExpandRequest, generator: torch.Generator
     ) -> Expansion:
-        """Propose children (and roll one sample on) in a single batched decode.
+        """Propose children (and roll one sample on) for one leaf, on its own.
 
-        Rows 0..C-1 are the candidate children, an optional last row is the
-        rollout. Children stop after ``request.length`` tokens; the rollout
-        row alone continues (its cache narrowed to one row) until it ends.
+        The engine decodes many leaves together in a :class:`SlotDecoder`; this
+        runs one through the same decoder, so both propose alike.
         """
-        leaf = path[-1]
-        first, greedy_rows = self._first_tokens(leaf.next_log_probs, request)
-        n_children = len(greedy_rows)
-        rollout = request.rollout_tokens > 0
-        batch = n_children + int(rollout)
-        if batch == 0:
-            return Expansion([], ())
-        kv = concat_kv(path)
-        prefix = kv[0][0].shape[-2]
-        cache = make_cache(kv, batch)
-        greedy_mask = torch.tensor(greedy_rows, device=self.device, dtype=torch.bool)
-        tokens: list[list[int]] = [[] for _ in range(batch)]
-        token_log_probs: list[list[float]] = [[] for _ in range(n_children)]
-        log_probs = leaf.next_log_probs.expand(batch, -1)
-        states: list[NodeState] = []
-        length = request.length if n_children else 0
-        rollout_done = not rollout
-        step = 0
-        while True:
-            row_tokens: list[int] = []
-            if step < length:
-                picks, picked_log_probs = self._choose(
-                    log_probs[:n_children], first, greedy_mask, request, step, generator
-                )
-                for row in range(n_children):
-                    row_tokens.append(int(picks[row]))
-                    tokens[row].append(row_tokens[-1])
-                    token_log_probs[row].append(float(picked_log_probs[row]))
-            if rollout:
-                if not rollout_done:
-                    dist = log_probs[-1:]
-                    token = int(sample_top_k(dist, 0, request.rollout_temperature, generator)[0])
-                    tokens[-1].append(token)
-                    rollout_done = self._rollout_ends(token, len(tokens[-1]), request)
-                row_tokens.append(tokens[-1][-1])  # a finished rollout row idles
-            if step >= length and rollout_done:
-                break
-            if step >= length and batch > 1:  # children finished: keep only the rollout row
-                cache.batch_select_indices(torch.tensor([batch - 1], device=self.device))
-                batch = 1
-            chosen = torch.tensor(row_tokens[-batch:], device=self.device)
-            log_probs = self.forward(chosen[:, None], cache)
-            step += 1
-            if step == length:
-                states = [
-                    NodeState(cache_rows(cache, row, prefix, prefix + length), log_probs[row])
-                    for row in range(n_children)
-                ]
-        proposals = [
-            Proposal(tuple(tokens[row]), tuple(token_log_probs[row]), greedy_rows[row], states[row])
-            for row in range(n_children)
-        ]
-        return Expansion(self._distinct(proposals, request), tuple(tokens[-1]) if rollout else ())
+        from rain_search.backends.slots import SlotDecoder
+
+        decoder = SlotDecoder(self)
+        job = decoder.add(path, request, generator, Counters())
+        while decoder.live:
+            decoder.step()
+        assert job.result is not None
+        return job.result
 
     def _trim(self, state: NodeState, drop: int) -> NodeState:
         """``state`` without its last ``drop`` tokens."""
