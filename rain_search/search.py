@@ -472,7 +472,8 @@ class TreeSearch:
             time.perf_counter() - self.started,
             self.seed,
             self.steps_done,
-            warnings=[self.out_of_budget] if self.out_of_budget else [],
+            # only a cut answer carries the budget's warning: one that ended on its own is whole
+            warnings=[self.out_of_budget] if finish == "budget" else [],
         )
 
     def candidates(self, root: Node, chosen: Node) -> list[Candidate]:

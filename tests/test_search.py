@@ -208,6 +208,21 @@ def test_eos_finishes_and_stop_sequences_cut() -> None:
     assert "nice" not in stopped.text
 
 
+def test_a_budget_spent_on_the_step_that_ends_the_answer_is_no_truncation() -> None:
+    # The budget ran out during the last step, but the child committed ends with EOS:
+    # the answer is whole, so it is neither "budget" nor carries the budget's warning.
+    backend = FakeBackend()
+    search = TreeSearch(backend, FunctionEvaluator(penalise_bad), WordEmbedder(), RainConfig(), "p")
+    search.begin(backend.start([3]), [3])
+    assert search.root is not None
+    search.root.children = [Node((EOS,), search.root, 1, n=2, fn=2, q=0.5, finish="eos")]
+    search.out_of_budget = "the budget of 9 forward calls was spent; the answer is truncated"
+    search.finish_step()
+    assert search.result is not None
+    assert search.result.finish_reason == "eos" and not search.result.truncated
+    assert search.result.warnings == []
+
+
 def test_stream_callback_reassembles_text() -> None:
     pieces: list[str] = []
     _, result = run(RainConfig(max_new_tokens=12), on_step=lambda s: pieces.append(s.text))

@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
+
 from rain_integrations.langchain import ChatRain, RainLLM
 from rain_integrations.llama_index import Rain
+from rain_search.search import RainGenerator
 
 
 def test_forward_call_budget_on_a_real_backend(generator) -> None:
@@ -22,11 +25,20 @@ def test_forward_call_budget_on_a_real_backend(generator) -> None:
     assert cut.stats["forward_calls"] < 30 + 16 + 1
 
 
-def test_timeout_bounds_wall_time(generator) -> None:
+def longer_is_better(text: str) -> float:
+    """A judge under which an early EOS (a short text) always loses to going on."""
+    return min(len(text) / 200, 1.0) * 2 - 1
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_timeout_bounds_wall_time(tiny_llama, seed: int) -> None:
+    model, tokenizer = tiny_llama
+    generator = RainGenerator(model, tokenizer, "fast", evaluator=longer_is_better)
     start = time.perf_counter()
-    result = generator.generate("Tell me a story.", max_new_tokens=400, timeout=0.2)
+    result = generator.generate("Tell me a story.", max_new_tokens=400, timeout=0.2, seed=seed)
     assert time.perf_counter() - start < 5.0
-    assert result.truncated and "timeout" in result.warnings[0]
+    assert result.finish_reason == "budget" and result.truncated
+    assert "timeout" in result.warnings[0]
 
 
 def test_adapters_report_truncation(generator) -> None:
