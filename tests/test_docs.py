@@ -2,7 +2,10 @@
 
 Blocks of one page share a namespace and run in order, like a reader typing
 them. A block whose first line is ``# not run: <reason>`` is skipped (it needs
-something the reader supplies). Model calls use the embedded SmolLM2.
+something the reader supplies). Model calls use the embedded SmolLM2, with
+every answer capped at :data:`ANSWER_CAP` tokens: the test checks that the code
+runs as written, not what it answers, and full-length self-judged answers on
+every page took a quarter of an hour on two cores.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = sorted((ROOT / "docs").glob("*.md")) + [ROOT / "README.md"]
 BLOCK = re.compile(r"^```python\n(.*?)^```", re.MULTILINE | re.DOTALL)
+ANSWER_CAP = 3  # tokens: one step of one token, then one of two (the fast preset's sets)
 
 
 def python_blocks(page: Path) -> list[str]:
@@ -25,12 +29,26 @@ def python_blocks(page: Path) -> list[str]:
 @pytest.mark.parametrize("page", [p for p in PAGES if python_blocks(p)], ids=lambda p: p.name)
 def test_page_code_runs(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # blocks that write files write them here
+    cap_answers(monkeypatch)
     namespace: dict[str, object] = {"__name__": f"docs_{page.stem}"}
     for number, block in enumerate(python_blocks(page), start=1):
         try:
             exec(compile(block, f"{page.name}:block{number}", "exec"), namespace)
         except Exception as exc:  # report which block of which page broke
             raise AssertionError(f"{page.name}, python block {number} failed: {exc!r}") from exc
+
+
+def cap_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every answer (searched or plain) ends after :data:`ANSWER_CAP` tokens."""
+    from rain_search.search import RainGenerator
+
+    fit_context = RainGenerator.fit_context
+
+    def capped(self: RainGenerator, prompt_tokens: int, max_new_tokens: int):
+        budget, warnings = fit_context(self, prompt_tokens, max_new_tokens)
+        return min(budget, ANSWER_CAP), warnings
+
+    monkeypatch.setattr(RainGenerator, "fit_context", capped)
 
 
 def test_docs_build_strict(tmp_path: Path) -> None:
