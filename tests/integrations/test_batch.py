@@ -92,10 +92,9 @@ def test_the_cli_runs_a_batch_and_says_what_it_did(model_dir, tmp_path, capsys) 
     assert "does not exist" in capsys.readouterr().err
 
 
-@pytest.mark.slow  # two interpreter start-ups and 30 rows: about 30 s on 2 cores
 def test_a_killed_process_loses_no_row_and_repeats_none(model_dir, tmp_path) -> None:
     """SIGKILL half way through, then run again: every line once in the results."""
-    rows = [json.dumps({"prompt": f"Tell me a story {i}"}) for i in range(30)]
+    rows = [json.dumps({"prompt": f"Tell me a story {i}"}) for i in range(10)]
     source = write_rows(tmp_path / "prompts.jsonl", rows)
     out = tmp_path / "out"
     command = [sys.executable, "-m", "rain_search.cli", "batch", str(source), str(out)]
@@ -104,16 +103,16 @@ def test_a_killed_process_loses_no_row_and_repeats_none(model_dir, tmp_path) -> 
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     job = subprocess.Popen(command, env=env, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
-    while len(read_lines(out / "results.jsonl")) < 3:
+    while len(read_lines(out / "results.jsonl")) < 2:
         assert job.poll() is None, job.stderr.read().decode()[-2000:] if job.stderr else ""
         assert time.monotonic() < deadline
         time.sleep(0.05)
     job.send_signal(signal.SIGKILL)
     job.wait(30)
     first = len(read_lines(out / "results.jsonl"))
-    assert first < 30, "the job finished before it could be killed; make the rows longer"
+    assert first < 10, "the job finished before it could be killed; make the rows longer"
     subprocess.run(command, env=env, check=True, timeout=300)
-    assert [r["line"] for r in read(out / "results.jsonl")] == list(range(1, 31))
+    assert [r["line"] for r in read(out / "results.jsonl")] == list(range(1, 11))
 
 
 def read_lines(path: Path) -> list[str]:

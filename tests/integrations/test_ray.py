@@ -1,4 +1,4 @@
-"""The Ray paths on one local loopback cluster: Serve replicas and the Ray Data batch job.
+"""The Ray paths on one local loopback cluster (about 30 s): Serve replicas, Ray Data batch.
 
 Workers import the deployment and actor code from the installed package, so
 the generator is described by a picklable :class:`GeneratorSpec` of the tiny
@@ -25,8 +25,6 @@ os.environ.update(RAY_ENV)
 ray = pytest.importorskip("ray")
 serve = pytest.importorskip("ray.serve")
 
-pytestmark = pytest.mark.slow  # a cluster start and model-loading workers: about a minute
-
 
 @pytest.fixture(scope="module")
 def cluster():
@@ -51,7 +49,12 @@ def cluster():
 @pytest.fixture(scope="module")
 def spec(model_dir) -> GeneratorSpec:
     return GeneratorSpec(
-        model=model_dir, preset="fast", evaluator="avoid:e", embedder="hidden", device="cpu"
+        model=model_dir,
+        preset="fast",
+        evaluator="avoid:e",
+        embedder="hidden",
+        device="cpu",
+        max_new_tokens=16,
     )
 
 
@@ -112,30 +115,22 @@ def test_more_gpus_than_the_cluster_has_fails_at_once(cluster, spec) -> None:
         serve_with_ray(spec, replicas=Replicas(2, gpus=1), port=8767, blocking=False)
 
 
-def test_ray_data_batch_answers_every_row_once_and_resumes(cluster, spec, tmp_path) -> None:
-    from rain_integrations.batch.ray_data import ActorPool, run_ray
-
+def test_rain_batch_ray_answers_every_row_once_and_resumes(cluster, model_dir, tmp_path, capsys):
+    """``rain batch --ray``: a Ray Data pipeline on two actors; a rerun skips every row."""
     rows = [json.dumps({"id": i, "prompt": f"Question {i}"}) for i in range(20)]
     rows.insert(5, '{"prompt": "x", "rain": {"num_children": 0}}')
     source = tmp_path / "prompts.jsonl"
     source.write_text("\n".join(rows) + "\n")
     out = tmp_path / "out"
-    pool = ActorPool(2, cpus=0.5)
-    summary = run_ray(spec, source, out, pool=pool)
-    assert (summary.answered, summary.errors, summary.skipped) == (20, 1, 0)
+    args = ["batch", str(source), str(out), "--model", model_dir, "--device", "cpu", "--quiet"]
+    args += ["--preset", "fast", "--evaluator", "avoid:e", "--embedder", "hidden"]
+    args += ["--max-new-tokens", "8", "--ray", "--actors", "2", "--cpus-per-actor", "0.5"]
+    assert main(args) == 0
+    assert "20 answered, 1 errors, 0 already done" in capsys.readouterr().err
     results = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert sorted(r["line"] for r in results) == [n for n in range(1, 22) if n != 6]
     assert sorted(r["id"] for r in results) == list(range(20))
     errors = [json.loads(line) for line in (out / "errors.jsonl").read_text().splitlines()]
     assert [e["line"] for e in errors] == [6] and "num_children" in errors[0]["error"]
-    again = run_ray(spec, source, out, pool=pool)
-    assert (again.answered, again.errors, again.skipped) == (0, 0, 21)
-
-
-def test_rain_batch_ray_from_the_command_line(cluster, model_dir, tmp_path, capsys) -> None:
-    source = tmp_path / "p.jsonl"
-    source.write_text("".join(json.dumps({"prompt": f"Hi {i}"}) + "\n" for i in range(3)))
-    args = ["batch", str(source), str(tmp_path / "out"), "--model", model_dir, "--device", "cpu"]
-    args += ["--preset", "fast", "--evaluator", "avoid:e", "--embedder", "hidden", "--quiet"]
-    assert main([*args, "--ray", "--actors", "1", "--cpus-per-actor", "0.5"]) == 0
-    assert "3 answered, 0 errors, 0 already done" in capsys.readouterr().err
+    assert main(args) == 0
+    assert "0 answered, 0 errors, 21 already done" in capsys.readouterr().err
