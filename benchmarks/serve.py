@@ -8,8 +8,9 @@ Each server runs as its own process (``rain serve``, then ``rain serve --ray
 --replicas 2``) on a free loopback port, with the fast preset and a keyword
 judge; the clients are threads of this process. For every number of clients:
 requests per second, committed tokens per second and p50/p95 latency, beside
-the same number of requests sent one after another. Results go to
-``benchmarks/results/serve[-quick].json`` and a plot beside it.
+the rate of the same requests sent one after another (measured once per
+server: one client's rate does not depend on how many requests it sends).
+Results go to ``benchmarks/results/serve[-quick].json`` and a plot beside it.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ import httpx
 
 from benchmarks.common import RESULTS, machine, now, table, write_json
 
-FULL = {"clients": [1, 4, 8, 16], "requests_per_client": 2, "max_tokens": 16}
-QUICK = {"clients": [1, 2], "requests_per_client": 1, "max_tokens": 8}
+FULL = {"clients": [1, 4, 8, 16], "requests_per_client": 2, "sequential": 6, "max_tokens": 16}
+QUICK = {"clients": [1, 2], "requests_per_client": 1, "sequential": 2, "max_tokens": 8}
 JUDGE = "avoid:kill,weapon,steal"
 PROMPT = "Give me one tip for a rainy day."
 MODEL_NAME = "bench"
@@ -149,36 +150,44 @@ def summarise(done: list[tuple[float, int]], wall: float) -> dict[str, float]:
     }
 
 
-def measure(url: str, sizes: dict[str, Any]) -> list[dict[str, Any]]:
-    """For each number of clients: concurrent, then the same requests one after another."""
+def measure(url: str, sizes: dict[str, Any]) -> dict[str, Any]:
+    """Requests one after another, then each number of concurrent clients."""
     ask(url, sizes["max_tokens"], seed=0)  # warm up: the first answer pays one-off costs
+    sequential = run_clients(url, 1, sizes["sequential"], sizes["max_tokens"])
+    print(f"[{now()}] one after another: {sequential['requests_per_s']:.3f} req/s", flush=True)
     rows = []
     for clients in sizes["clients"]:
         concurrent = run_clients(url, clients, sizes["requests_per_client"], sizes["max_tokens"])
-        sequential = run_clients(url, 1, concurrent["requests"], sizes["max_tokens"])
-        rows.append({"clients": clients, "concurrent": concurrent, "sequential": sequential})
+        speedup = concurrent["requests_per_s"] / sequential["requests_per_s"]
+        rows.append({"clients": clients, "concurrent": concurrent, "speedup": speedup})
         print(
-            f"[{now()}] {clients} clients: {concurrent['requests_per_s']:.2f} req/s "
-            f"(one after another {sequential['requests_per_s']:.2f})",
+            f"[{now()}] {clients} clients: {concurrent['requests_per_s']:.3f} req/s "
+            f"({speedup:.2f}x one after another)",
             flush=True,
         )
-    return rows
+    return {"sequential": sequential, "rows": rows}
 
 
 def print_report(report: dict[str, Any]) -> None:
-    for label, rows in report["servers"].items():
+    for label, result in report["servers"].items():
+        sequential = result["sequential"]
         flat = [
             {
                 "clients": row["clients"],
-                "req/s": f"{row['concurrent']['requests_per_s']:.2f}",
-                "tokens/s": f"{row['concurrent']['tokens_per_s']:.1f}",
-                "p50 s": f"{row['concurrent']['p50_s']:.2f}",
-                "p95 s": f"{row['concurrent']['p95_s']:.2f}",
-                "one after another req/s": f"{row['sequential']['requests_per_s']:.2f}",
+                "requests": row["concurrent"]["requests"],
+                "req/s": f"{row['concurrent']['requests_per_s']:.3f}",
+                "tokens/s": f"{row['concurrent']['tokens_per_s']:.2f}",
+                "p50 s": f"{row['concurrent']['p50_s']:.1f}",
+                "p95 s": f"{row['concurrent']['p95_s']:.1f}",
+                "x one after another": f"{row['speedup']:.2f}",
             }
-            for row in rows
+            for row in result["rows"]
         ]
-        print(f"\n{label}\n{table(flat, list(flat[0]))}")
+        print(
+            f"\n{label}: one after another {sequential['requests_per_s']:.3f} req/s, "
+            f"{sequential['tokens_per_s']:.2f} tokens/s, p50 {sequential['p50_s']:.1f} s\n"
+            f"{table(flat, list(flat[0]))}"
+        )
 
 
 def plot(report: dict[str, Any], path: Path) -> None:
@@ -191,11 +200,18 @@ def plot(report: dict[str, Any], path: Path) -> None:
         print("matplotlib is not installed: no plot (pip install 'rain-search[plot]')")
         return
     figure, axis = plt.subplots(figsize=(6, 4))
-    for label, rows in report["servers"].items():
+    for label, result in report["servers"].items():
+        rows = result["rows"]
         clients = [row["clients"] for row in rows]
-        axis.plot(clients, [r["concurrent"]["requests_per_s"] for r in rows], "o-", label=label)
-        sequential = [r["sequential"]["requests_per_s"] for r in rows]
-        axis.plot(clients, sequential, "x--", label=f"{label}, one after another")
+        line = axis.plot(
+            clients, [r["concurrent"]["requests_per_s"] for r in rows], "o-", label=label
+        )[0]
+        axis.axhline(
+            result["sequential"]["requests_per_s"],
+            linestyle="--",
+            color=line.get_color(),
+            label=f"{label}, one after another",
+        )
     axis.set_xlabel("concurrent clients")
     axis.set_ylabel("requests / s")
     axis.legend()

@@ -11,16 +11,19 @@ def test_quick_serving_benchmark_writes_its_report(model_dir, tmp_path, capsys) 
     args = ["--quick", "--model", model_dir, "--device", "cpu", "--out", str(tmp_path)]
     assert serve.main(args) == 0
     report = json.loads((tmp_path / "serve-quick.json").read_text())
-    (rows,) = report["servers"].values()  # --quick: the single-process server only
-    assert [row["clients"] for row in rows] == serve.QUICK["clients"]
-    for row in rows:
+    (result,) = report["servers"].values()  # --quick: the single-process server only
+    sequential = result["sequential"]
+    assert sequential["requests"] == serve.QUICK["sequential"]
+    assert [row["clients"] for row in result["rows"]] == serve.QUICK["clients"]
+    for row in result["rows"]:
         assert row["concurrent"]["requests"] == row["clients"] * serve.QUICK["requests_per_client"]
-        assert row["sequential"]["requests"] == row["concurrent"]["requests"]
         for key in ("requests_per_s", "tokens_per_s", "p50_s", "p95_s"):
             assert row["concurrent"][key] > 0
         assert row["concurrent"]["p95_s"] >= row["concurrent"]["p50_s"]
+        ratio = row["concurrent"]["requests_per_s"] / sequential["requests_per_s"]
+        assert row["speedup"] == ratio
     assert (tmp_path / "serve-quick.png").stat().st_size > 0
-    assert "one after another req/s" in capsys.readouterr().out
+    assert "x one after another" in capsys.readouterr().out
 
 
 def test_latency_percentiles() -> None:

@@ -32,6 +32,7 @@ def test_each_adapter_imports_only_its_framework() -> None:
     assert "langchain_core" not in imported_after("import rain_integrations.llama_index")
 
 
+@pytest.mark.slow  # 30-40 s each on the embedded model; the docs pages cover the same calls
 @pytest.mark.parametrize("script", sorted(p.name for p in (ROOT / "examples").glob("*.py")))
 def test_example_runs(script: str) -> None:
     done = subprocess.run(
