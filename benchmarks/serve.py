@@ -8,8 +8,9 @@ Each server runs as its own process (``rain serve``, then ``rain serve --ray
 --replicas 2``) on a free loopback port, with the fast preset and a keyword
 judge; the clients are threads of this process. For every number of clients:
 requests per second, committed tokens per second and p50/p95 latency, beside
-the rate of the same requests sent one after another (measured once per
-server: one client's rate does not depend on how many requests it sends).
+the same requests (same seeds, so the same searches) sent one after another.
+Each seed's solo time is measured once per server, first; a row's baseline is
+the sum over its seeds, so every row is compared with exactly its own work.
 Results go to ``benchmarks/results/serve[-quick].json`` and a plot beside it.
 """
 
@@ -31,8 +32,8 @@ import httpx
 
 from benchmarks.common import RESULTS, machine, now, table, write_json
 
-FULL = {"clients": [1, 4, 8, 16], "requests_per_client": 2, "sequential": 6, "max_tokens": 16}
-QUICK = {"clients": [1, 2], "requests_per_client": 1, "sequential": 2, "max_tokens": 8}
+FULL = {"clients": [1, 4, 8, 16], "requests_per_client": 2, "max_tokens": 16}
+QUICK = {"clients": [1, 2], "requests_per_client": 1, "max_tokens": 8}
 JUDGE = "avoid:kill,weapon,steal"
 PROMPT = "Give me one tip for a rainy day."
 MODEL_NAME = "bench"
@@ -150,27 +151,39 @@ def summarise(done: list[tuple[float, int]], wall: float) -> dict[str, float]:
     }
 
 
-def measure(url: str, sizes: dict[str, Any]) -> dict[str, Any]:
-    """Requests one after another, then each number of concurrent clients."""
-    ask(url, sizes["max_tokens"], seed=0)  # warm up: the first answer pays one-off costs
-    sequential = run_clients(url, 1, sizes["sequential"], sizes["max_tokens"])
-    print(f"[{now()}] one after another: {sequential['requests_per_s']:.3f} req/s", flush=True)
+def measure(url: str, sizes: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every seed alone, one after another; then each number of concurrent clients.
+
+    A row of N requests uses seeds 0..N-1, so its baseline is those seeds' solo runs.
+    """
+    per_client, max_tokens = sizes["requests_per_client"], sizes["max_tokens"]
+    ask(url, max_tokens, seed=0)  # warm up: the first answer pays one-off costs
+    solo = [ask(url, max_tokens, seed) for seed in range(max(sizes["clients"]) * per_client)]
+    print(f"[{now()}] {len(solo)} requests one after another", flush=True)
     rows = []
     for clients in sizes["clients"]:
-        concurrent = run_clients(url, clients, sizes["requests_per_client"], sizes["max_tokens"])
-        speedup = concurrent["requests_per_s"] / sequential["requests_per_s"]
-        rows.append({"clients": clients, "concurrent": concurrent, "speedup": speedup})
+        concurrent = run_clients(url, clients, per_client, max_tokens)
+        own = solo[: concurrent["requests"]]
+        sequential = summarise(own, sum(latency for latency, _ in own))
+        speedup = sequential["wall_s"] / concurrent["wall_s"]
+        rows.append(
+            {
+                "clients": clients,
+                "concurrent": concurrent,
+                "sequential": sequential,
+                "speedup": speedup,
+            }
+        )
         print(
-            f"[{now()}] {clients} clients: {concurrent['requests_per_s']:.3f} req/s "
-            f"({speedup:.2f}x one after another)",
+            f"[{now()}] {clients} clients: {concurrent['requests_per_s']:.3f} req/s, "
+            f"{speedup:.2f}x the same requests one after another",
             flush=True,
         )
-    return {"sequential": sequential, "rows": rows}
+    return rows
 
 
 def print_report(report: dict[str, Any]) -> None:
-    for label, result in report["servers"].items():
-        sequential = result["sequential"]
+    for label, rows in report["servers"].items():
         flat = [
             {
                 "clients": row["clients"],
@@ -179,15 +192,12 @@ def print_report(report: dict[str, Any]) -> None:
                 "tokens/s": f"{row['concurrent']['tokens_per_s']:.2f}",
                 "p50 s": f"{row['concurrent']['p50_s']:.1f}",
                 "p95 s": f"{row['concurrent']['p95_s']:.1f}",
+                "one after another req/s": f"{row['sequential']['requests_per_s']:.3f}",
                 "x one after another": f"{row['speedup']:.2f}",
             }
-            for row in result["rows"]
+            for row in rows
         ]
-        print(
-            f"\n{label}: one after another {sequential['requests_per_s']:.3f} req/s, "
-            f"{sequential['tokens_per_s']:.2f} tokens/s, p50 {sequential['p50_s']:.1f} s\n"
-            f"{table(flat, list(flat[0]))}"
-        )
+        print(f"\n{label}\n{table(flat, list(flat[0]))}")
 
 
 def plot(report: dict[str, Any], path: Path) -> None:
@@ -200,17 +210,14 @@ def plot(report: dict[str, Any], path: Path) -> None:
         print("matplotlib is not installed: no plot (pip install 'rain-search[plot]')")
         return
     figure, axis = plt.subplots(figsize=(6, 4))
-    for label, result in report["servers"].items():
-        rows = result["rows"]
+    for label, rows in report["servers"].items():
         clients = [row["clients"] for row in rows]
         line = axis.plot(
             clients, [r["concurrent"]["requests_per_s"] for r in rows], "o-", label=label
         )[0]
-        axis.axhline(
-            result["sequential"]["requests_per_s"],
-            linestyle="--",
-            color=line.get_color(),
-            label=f"{label}, one after another",
+        sequential = [r["sequential"]["requests_per_s"] for r in rows]
+        axis.plot(
+            clients, sequential, "x--", color=line.get_color(), label=f"{label}, one after another"
         )
     axis.set_xlabel("concurrent clients")
     axis.set_ylabel("requests / s")
