@@ -8,10 +8,9 @@ Each server runs as its own process (``rain serve``, then ``rain serve --ray
 --replicas 2``) on a free loopback port, with the fast preset and a keyword
 judge; the clients are threads of this process. For every number of clients:
 requests per second, committed tokens per second and p50/p95 latency, beside
-the same requests (same seeds, so the same searches) sent one after another.
-Each seed's solo time is measured once per server, first; a row's baseline is
-the sum over its seeds, so every row is compared with exactly its own work.
-Results go to ``benchmarks/results/serve[-quick].json`` and a plot beside it.
+the same requests (same seeds, so the same searches) sent one after another
+right before them, so a row and its baseline see the same machine. Results go
+to ``benchmarks/results/serve[-quick].json`` and a plot beside it.
 """
 
 from __future__ import annotations
@@ -152,19 +151,14 @@ def summarise(done: list[tuple[float, int]], wall: float) -> dict[str, float]:
 
 
 def measure(url: str, sizes: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every seed alone, one after another; then each number of concurrent clients.
-
-    A row of N requests uses seeds 0..N-1, so its baseline is those seeds' solo runs.
-    """
+    """For each number of clients: the requests one after another, then concurrently."""
     per_client, max_tokens = sizes["requests_per_client"], sizes["max_tokens"]
-    ask(url, max_tokens, seed=0)  # warm up: the first answer pays one-off costs
-    solo = [ask(url, max_tokens, seed) for seed in range(max(sizes["clients"]) * per_client)]
-    print(f"[{now()}] {len(solo)} requests one after another", flush=True)
+    # Warm up every replica (a burst reaches all): first answers pay one-off costs.
+    run_clients(url, 4, 1, max_tokens)
     rows = []
     for clients in sizes["clients"]:
+        sequential = run_clients(url, 1, clients * per_client, max_tokens)
         concurrent = run_clients(url, clients, per_client, max_tokens)
-        own = solo[: concurrent["requests"]]
-        sequential = summarise(own, sum(latency for latency, _ in own))
         speedup = sequential["wall_s"] / concurrent["wall_s"]
         rows.append(
             {
