@@ -81,16 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_model_options(serve)
     add_serve_options(serve)
-    add_ray_options(serve)
-    serve.add_argument(
-        "--replicas", type=int, default=1, help="with --ray: copies of the model (default: 1)"
-    )
-    serve.add_argument(
-        "--gpus-per-replica", type=float, default=0.0, help="with --ray: GPUs per replica (0)"
-    )
-    serve.add_argument(
-        "--cpus-per-replica", type=float, default=1.0, help="with --ray: CPUs per replica (1)"
-    )
+    add_ray_options(serve, "replicas", "copies of the model")
     serve.set_defaults(run=run_serve)
     batch = commands.add_parser(
         "batch", help="answer every prompt of a .jsonl file into a folder (resumable)"
@@ -98,16 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("input", help="prompts, one JSON object a line: prompt or messages")
     batch.add_argument("output", help="folder for results.jsonl and errors.jsonl")
     add_model_options(batch)
-    add_ray_options(batch)
-    batch.add_argument(
-        "--actors", type=int, default=1, help="with --ray: actors that each hold a model (1)"
-    )
-    batch.add_argument(
-        "--cpus-per-actor", type=float, default=1.0, help="with --ray: CPUs per actor (1)"
-    )
-    batch.add_argument(
-        "--gpus-per-actor", type=float, default=0.0, help="with --ray: GPUs per actor (0)"
-    )
+    add_ray_options(batch, "actors", "actors that each hold a model")
     batch.set_defaults(run=run_batch)
     return parser
 
@@ -149,7 +131,9 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
 
-def add_ray_options(parser: argparse.ArgumentParser) -> None:
+def add_ray_options(parser: argparse.ArgumentParser, units: str, what: str) -> None:
+    """``--ray``, where the cluster is, and the pool of model holders (replicas or actors)."""
+    unit = units.removesuffix("s")
     parser.add_argument(
         "--ray", action="store_true", help="run on a Ray cluster (needs the 'ray' extra)"
     )
@@ -157,6 +141,14 @@ def add_ray_options(parser: argparse.ArgumentParser) -> None:
         "--ray-address",
         help="an existing Ray cluster to join, e.g. auto (default: start a local one)",
     )
+    parser.add_argument(f"--{units}", type=int, default=1, help=f"with --ray: {what} (1)")
+    for kind, default in (("cpus", 1.0), ("gpus", 0.0)):
+        parser.add_argument(
+            f"--{kind}-per-{unit}",
+            type=float,
+            default=default,
+            help=f"with --ray: {kind.upper()} per {unit} ({default:g})",
+        )
 
 
 def add_serve_options(parser: argparse.ArgumentParser) -> None:
