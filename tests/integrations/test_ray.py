@@ -1,4 +1,4 @@
-"""The Ray paths on one local loopback cluster (about 30 s): Serve replicas, Ray Data batch.
+"""The Ray paths on one local loopback cluster (about 45 s): Serve replicas, Ray Data batch.
 
 Workers import the deployment and actor code from the installed package, so
 the generator is described by a picklable :class:`GeneratorSpec` of the tiny
