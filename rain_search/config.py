@@ -67,6 +67,12 @@ class RainConfig(BaseModel):
         description="K: leaves searched at once (virtual loss keeps them apart); 1 is the "
         "paper's one leaf per iteration.",
     )
+    pending_value: Literal["mean", "loss"] = Field(
+        "mean",
+        description="How a parallel leaf's visit in flight counts in PUCT: at the node's current "
+        "mean (a virtual visit: leaves go where the judge already liked) or as the worst value "
+        "seen (a virtual loss: leaves spread by prior).",
+    )
     # Budget per committed step.
     max_iterations: int = Field(
         50, ge=1, le=10_000, description="T: visits per step, inherited ones included."
@@ -79,6 +85,14 @@ class RainConfig(BaseModel):
     )
     early_stop_value: float = Field(
         0.8, ge=-1.0, le=1.0, description="V: value the best child needs to stop early."
+    )
+    max_rewinds: int = Field(
+        0,
+        ge=0,
+        le=1000,
+        description="Beyond the paper: times per answer the search may take back its last "
+        "committed step when every child of the next step is judged bad (0: never, as the "
+        "paper; steps then reach the reader one commit late).",
     )
     # Similarity update.
     similarity_threshold: float = Field(

@@ -156,7 +156,8 @@ class Engine:
             self._abandon(task)
         if search.ready_to_commit:
             progressed = True
-            task.steps.put(search.finish_step())
+            for step in search.finish_step():
+                task.steps.put(step)
             if search.result is not None:
                 task.done = True
                 task.steps.put(None)

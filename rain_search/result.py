@@ -61,6 +61,7 @@ class StepStats:
     wall_time: float
     candidates: list[Candidate] = field(default_factory=list)
     leaves: list[LeafRun] = field(default_factory=list)
+    rewinds: int = 0  # times this step was taken back from a dead end and decided again
 
 
 @dataclass
@@ -110,6 +111,7 @@ class RainResult:
             "iterations": sum(step.iterations for step in self.steps),
             "nodes_expanded": sum(step.nodes_expanded for step in self.steps),
             "similarity_updates": sum(step.similarity_updates for step in self.steps),
+            "rewinds": sum(step.rewinds for step in self.steps),
             **asdict(self.totals),
             "forward_calls_per_token": self.totals.forward_calls / per_token,
             "tokens_processed_per_token": self.totals.tokens_processed / per_token,

@@ -45,10 +45,12 @@ from rain_search.tree import (
     ValueRange,
     add_pending,
     add_prior,
+    all_judged_bad,
     assign_priors,
     backup,
     best_child,
     count_nodes,
+    drop_child_visits,
     early_stop,
     mix_root_noise,
     needs_more_children,
@@ -337,8 +339,11 @@ class TreeSearch:
         self.steps_done: list[StepStats] = []
         self.running = 0  # iterations started and not yet backed up
         self.closing = False  # this step has what it needs: no new iterations
-        self.round_open = True  # leaves may still join the current round
+        self.round_open = False  # leaves may still join the current round
+        self.round_left = 0  # leaves the current round may still start
         self.step = StepProgress()
+        self.held: Commit | None = None  # the last commit, while it may still be taken back
+        self.rewinds = 0
 
     # -- outer loop: search, commit, repeat ---------------------------------------
 
@@ -378,9 +383,9 @@ class TreeSearch:
         assert root is not None
         if self.cancelled():
             raise Cancelled("the generation was cancelled")
-        if self.running == 0:
-            self.round_open = True
-        if self.closing or not self.round_open or self.running >= self.config.parallel_leaves:
+        if self.running == 0 and not self.round_open:
+            self.round_open, self.round_left = True, self.round_size()
+        if self.closing or not self.round_open or self.round_left <= 0:
             return None
         if root.children:  # something to commit: the budgets may end the answer here
             self.out_of_budget = self.spent_budget()
@@ -388,7 +393,21 @@ class TreeSearch:
                 self.closing = True
                 return None
         self.running += 1
+        self.round_left -= 1
         return self.iterate(root)
+
+    def round_size(self) -> int:
+        """Leaves for the next round: ``parallel_leaves``, but no more than the step still needs.
+
+        Leaves past the step's visit budget would be abandoned unjudged, or,
+        when they come back together, hand the commit visits nobody chose.
+        """
+        root, config = self.root, self.config
+        assert root is not None
+        needed = max(
+            config.max_iterations - int(root.fn), config.min_fresh_iterations - self.step.fresh
+        )
+        return max(1, min(config.parallel_leaves, needed))
 
     def iteration_done(self, ran: bool) -> None:
         """Count a finished iteration and decide whether the step has enough.
@@ -405,37 +424,85 @@ class TreeSearch:
         root, config = self.root, self.config
         assert root is not None
         self.step.fresh += 1
-        if early_stop(root, config.early_stop_visits, config.early_stop_value):
-            self.closing = self.step.stopped_early = True
-        if self.step.fresh >= config.min_fresh_iterations and root.fn >= config.max_iterations:
-            self.closing = True
+        # Judged again after every leaf: leaves answered in the same batch may undo an early
+        # stop that the first of them made true, and the commit must see the state that held.
+        stopped = early_stop(root, config.early_stop_visits, config.early_stop_value)
+        spent = self.step.fresh >= config.min_fresh_iterations and root.fn >= config.max_iterations
+        self.step.stopped_early = stopped
+        self.closing = stopped or spent or bool(self.out_of_budget)
 
     @property
     def ready_to_commit(self) -> bool:
         return self.closing and self.running == 0
 
-    def finish_step(self) -> StepStats:
-        """Commit the most visited child; the answer ends here or the next step begins."""
+    def finish_step(self) -> list[StepStats]:
+        """Commit the most visited child, or take the last commit back; the steps now final.
+
+        The answer ends here or the next step begins. While the search may
+        still rewind (``max_rewinds``), a committed step is held back until the
+        step after it commits, so a reader never sees a step that is taken back.
+        """
         root = self.root
         assert root is not None
+        if self.can_rewind(root):
+            self.rewind(root)
+            return []
         child = best_child(root)
-        shown_text, shown_ids = self.step.shown_text, len(self.answer)
+        answer, shown_text = list(self.answer), self.step.shown_text
         self.answer.extend(child.token_ids)
         text, finish, self.answer = self.stops.finish(
             self.answer, self.backend.eos_token_ids, self.config.max_new_tokens
         )
-        stats = self.step_stats(root, child, text[len(shown_text) :], self.answer[shown_ids:])
+        stats = self.step_stats(root, child, text[len(shown_text) :], self.answer[len(answer) :])
         self.steps_done.append(stats)
+        final = [self.held.stats] if self.held is not None else []
+        self.held = None
         if child.terminal or self.out_of_budget:
             reason = child.finish or ("budget" if self.out_of_budget else finish)
             self.result = self.make_result(text, reason)
+            return [*final, stats]
+        if self.rewinds < self.config.max_rewinds:
+            self.held = Commit(root, child, answer, self.step, stats)
         else:
-            self.root = self.commit(root, child)
-            self.closing = False
-            self.step = StepProgress(
-                before=self.cost.copy(), shown_text=text, inherited=int(self.root.fn)
-            )
-        return stats
+            final.append(stats)
+        self.root = self.commit(root, child)
+        self.closing = self.round_open = False
+        self.step = StepProgress(before=self.cost.copy(), shown_text=text, inherited=int(child.fn))
+        return final
+
+    def can_rewind(self, root: Node) -> bool:
+        """Every child judged bad, and the step before has untried alternatives to go back to."""
+        held = self.held
+        return (
+            held is not None
+            and not self.out_of_budget
+            and bool(held.siblings)
+            and all_judged_bad(root)
+        )
+
+    def rewind(self, root: Node) -> None:
+        """Take the last commit back: its step is decided again without the child that led here.
+
+        Beyond the paper, which never revisits a committed step: when a step's
+        every child is judged bad, the set committed before it led into a dead
+        end, so the search goes back to that step's root and its other children
+        (their subtrees and statistics kept) instead of committing a known-bad set.
+        """
+        held = self.held
+        assert held is not None
+        self.held = None
+        self.rewinds += 1
+        self.steps_done.pop()  # the held step: never shown
+        parent = held.root
+        drop_child_visits(parent, held.chosen_then)
+        parent.children = held.siblings
+        mix_root_noise(parent.children, self.config.root_noise)
+        self.root, self.answer = parent, held.answer
+        self.step = held.step
+        self.step.fresh, self.step.stopped_early = 0, False
+        self.step.rewinds += 1
+        self.step.inherited = int(parent.fn)
+        self.closing = self.round_open = False
 
     def step_stats(self, root: Node, child: Node, text: str, token_ids: list[int]) -> StepStats:
         step = self.step
@@ -455,6 +522,7 @@ class TreeSearch:
             visits=child.n,
             value=child.q,
             early_stopped=step.stopped_early,
+            rewinds=step.rewinds,
             tree_size=count_nodes(root),
             wall_time=time.perf_counter() - step.started,
             candidates=self.candidates(root, child),
@@ -506,7 +574,7 @@ class TreeSearch:
         return ""
 
     def commit(self, root: Node, child: Node) -> Node:
-        """Make ``child`` the root, keeping its subtree and dropping its siblings'."""
+        """Make ``child`` the root, keeping its subtree; siblings go unless held for a rewind."""
         child.state = self.backend.advance(root.state, child.state)
         child.parent = None
         root.children = []
@@ -562,7 +630,7 @@ class TreeSearch:
         """
         tried: set[int] = set()  # one try per node and iteration, added or not
         while True:
-            path = select_leaf(root, self.config.c_puct, self.bounds)
+            path = select_leaf(root, self.config.c_puct, self.bounds, self.config.pending_value)
             if path is None:
                 return None
             for depth in range(1, len(path)):
@@ -729,6 +797,25 @@ class StepProgress:
     nodes_expanded: int = 0
     similarity_updates: int = 0
     leaves: list[LeafRun] = field(default_factory=list)
+    rewinds: int = 0
+
+
+@dataclass(eq=False)
+class Commit:
+    """A committed step the search may still take back, and what it needs to go back."""
+
+    root: Node  # the step's root; its state is the prefix before the step
+    chosen: Node
+    answer: list[int]  # the answer before the step
+    step: StepProgress
+    stats: StepStats  # held back from the reader until the next step commits
+    siblings: list[Node] = field(init=False)
+    chosen_then: Node = field(init=False)  # the chosen child's statistics at the commit
+
+    def __post_init__(self) -> None:
+        self.siblings = [child for child in self.root.children if child is not self.chosen]
+        chosen = self.chosen
+        self.chosen_then = Node(chosen.token_ids, n=chosen.n, fn=chosen.fn, q=chosen.q)
 
 
 class RainStream:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -105,32 +105,57 @@ class ValueRange:
         return (q - self.low) / (self.high - self.low)
 
 
-def puct_score(child: Node, parent_visits: float, c: float, bounds: ValueRange) -> float:
+PendingValue = Literal["mean", "loss"]
+"""How a visit still in flight counts in PUCT: ``"mean"``, as the node's current mean
+(a virtual visit: only its exploration bonus shrinks), or ``"loss"``, as the worst
+value seen (a virtual loss)."""
+
+
+def puct_score(
+    child: Node,
+    parent_visits: float,
+    c: float,
+    bounds: ValueRange,
+    pending_value: PendingValue = "mean",
+) -> float:
     """Q̂ + c·p·sqrt(n(parent)) / (1 + n(child)); unvisited children have Q̂ = 0.
 
-    A pending visit counts as a visit that scored the worst value seen (a
-    virtual loss), so leaves selected in one round spread over the tree; with
-    nothing pending this is the plain PUCT score.
+    Visits in flight count in ``n`` at once, so leaves selected in one round
+    spread over the tree. With ``pending_value="mean"`` they leave Q̂ as it is
+    (a virtual visit): a child the judge liked keeps getting leaves until its
+    bonus is spent, as one leaf at a time would give it; ``"loss"`` scores them
+    as the worst value seen (a virtual loss), which spreads a round's leaves by
+    prior whatever the values say. With nothing pending both are plain PUCT.
     """
     visits = child.n + child.pending
     exploit = 0.0
-    if visits > 0:
+    if pending_value == "loss" and visits > 0:
         exploit = bounds.normalise((child.q * child.n + bounds.low * child.pending) / visits)
+    elif child.n > 0:
+        exploit = bounds.normalise(child.q)
     return exploit + c * child.p * math.sqrt(parent_visits) / (1.0 + visits)
 
 
-def select_child(node: Node, c: float, bounds: ValueRange) -> Node:
+def select_child(
+    node: Node, c: float, bounds: ValueRange, pending_value: PendingValue = "mean"
+) -> Node:
     """The child with the highest PUCT score (first one wins ties)."""
-    return ranked_children(node, c, bounds)[0]
+    return ranked_children(node, c, bounds, pending_value)[0]
 
 
-def ranked_children(node: Node, c: float, bounds: ValueRange) -> list[Node]:
+def ranked_children(
+    node: Node, c: float, bounds: ValueRange, pending_value: PendingValue = "mean"
+) -> list[Node]:
     """Children by PUCT score, best first (ties keep their order)."""
     visits = node.n + node.pending
-    return sorted(node.children, key=lambda child: -puct_score(child, visits, c, bounds))
+    return sorted(
+        node.children, key=lambda child: -puct_score(child, visits, c, bounds, pending_value)
+    )
 
 
-def select_leaf(root: Node, c: float, bounds: ValueRange) -> list[Node] | None:
+def select_leaf(
+    root: Node, c: float, bounds: ValueRange, pending_value: PendingValue = "mean"
+) -> list[Node] | None:
     """The path PUCT picks from ``root`` to a leaf that is free to visit, or None.
 
     Descends by score; a leaf with a visit in flight (its children being
@@ -141,8 +166,8 @@ def select_leaf(root: Node, c: float, bounds: ValueRange) -> list[Node] | None:
     """
     if not root.children:
         return None if root.busy or root.pending else [root]
-    for child in ranked_children(root, c, bounds):
-        below = select_leaf(child, c, bounds)
+    for child in ranked_children(root, c, bounds, pending_value):
+        below = select_leaf(child, c, bounds, pending_value)
         if below is not None:
             return [root, *below]
     return None
@@ -290,6 +315,20 @@ def early_stop(root: Node, visits: int, value: float) -> bool:
         return False
     best = best_child(root)
     return best.fn > visits and best.q > value
+
+
+def all_judged_bad(root: Node) -> bool:
+    """Every child the search visited scored below zero (and it visited one)."""
+    visited = [child for child in root.children if child.fn > 0]
+    return bool(visited) and all(child.q < 0 for child in visited)
+
+
+def drop_child_visits(node: Node, child: Node) -> None:
+    """Take a removed ``child``'s visits (and their values) out of ``node``'s statistics."""
+    left = node.n - child.n
+    node.q = (node.q * node.n - child.q * child.n) / left if left > 1e-9 else 0.0
+    node.n = max(left, 0.0)
+    node.fn = max(node.fn - child.fn, 0)
 
 
 def count_nodes(root: Node) -> int:

@@ -90,7 +90,7 @@ def test_parallel_leaves_spread_over_the_tree_and_keep_the_budget() -> None:
     assert all(node.pending == 0 and not node.busy for node in search.root.walk())  # type: ignore[union-attr]
 
 
-def test_a_busy_leaf_is_skipped_and_a_pending_visit_counts_as_a_loss() -> None:
+def test_a_busy_or_pending_leaf_is_skipped() -> None:
     root = Node((), n=1, fn=1)
     first = Node((1,), root, 1, p=0.5)
     second = Node((2,), root, 1, p=0.5)
@@ -104,7 +104,7 @@ def test_a_busy_leaf_is_skipped_and_a_pending_visit_counts_as_a_loss() -> None:
     first.busy = second.busy = False
     first.n, first.fn, first.q = 1, 1, 1.0  # PUCT 1 + 2·0.5·1/2 = 1.5 against 1.0
     assert select_leaf(root, 2.0, bounds) == [root, first]
-    add_pending([root, first], 1)  # a visit in flight: first now 0.5 + 0.58, second 1.41
+    add_pending([root, first], 1)  # a visit in flight on the leaf itself: it is not free
     assert select_leaf(root, 2.0, bounds) == [root, second]
     add_pending([root, first], -1)
     assert select_leaf(root, 2.0, bounds) == [root, first]

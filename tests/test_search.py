@@ -12,9 +12,10 @@ from rain_search.backends.base import ExpandRequest, Expansion, Proposal
 from rain_search.config import RainConfig
 from rain_search.errors import Cancelled
 from rain_search.evaluators import FunctionEvaluator
-from rain_search.search import TreeSearch
+from rain_search.result import StepStats
+from rain_search.search import StepProgress, TreeSearch
 from rain_search.stats import Counters
-from rain_search.tree import Node, best_child
+from rain_search.tree import Node, all_judged_bad, best_child
 
 WORDS = ["<eos>", "good", "bad", "fine", "nice", "kind", "."]
 EOS, GOOD, BAD = 0, 1, 2
@@ -301,3 +302,87 @@ def test_explain_shows_each_step_candidates_and_the_rewound_ones(tmp_path) -> No
     assert "'bad'" in text and "✗ rewound: judged bad" in text
     result.plot_tree(str(tmp_path / "tree.png"))
     assert (tmp_path / "tree.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_an_early_stop_undone_by_a_leaf_answered_beside_it_reopens_the_step() -> None:
+    # Two parallel leaves answered in one batch: the first makes the best child good
+    # enough to stop, the second (backed up right after) brings it below V. The step
+    # must judge the state that holds once both are in, not the first leaf's.
+    backend = FakeBackend()
+    config = RainConfig(max_new_tokens=20, parallel_leaves=2, min_fresh_iterations=4)
+    search = TreeSearch(backend, FunctionEvaluator(lambda t: 1.0), WordEmbedder(), config, "p")
+    root = good_child_root(backend, visits=7, value=0.9)
+    search.root, search.step = root, StepProgress(inherited=7)
+    search.running = 2
+    search.iteration_done(True)
+    assert search.closing and search.step.stopped_early
+    child = root.children[0]
+    child.add_value(-1.0)  # the second leaf's backup: q 0.9 -> 0.66, below V = 0.8
+    child.fn += 1
+    search.iteration_done(True)
+    assert not search.closing and not search.step.stopped_early
+
+
+def test_rounds_are_no_larger_than_the_visits_the_step_still_needs() -> None:
+    backend = FakeBackend()
+    config = RainConfig(
+        max_new_tokens=20, parallel_leaves=8, max_iterations=10, min_fresh_iterations=2
+    )
+    search = TreeSearch(backend, FunctionEvaluator(lambda t: 1.0), WordEmbedder(), config, "p")
+    search.root = good_child_root(backend, visits=7, value=0.5)
+    search.step = StepProgress(inherited=7)
+    assert search.round_size() == 3  # T = 10 visits, 7 inherited
+    search.root = good_child_root(backend, visits=12, value=0.5)
+    assert search.round_size() == 2  # T met by inherited visits: the 2 fresh ones still run
+    search.root = Node((), n=0, fn=0)
+    assert search.round_size() == 8
+
+
+def dead_end_after_good(text: str) -> float:
+    """Bad: "bad" anywhere, or more than three words after a first "good" (a dead end
+    a step of short rollouts cannot see)."""
+    words = text.split()
+    if "bad" in words:
+        return -1.0
+    return -1.0 if words[:1] == ["good"] and len(words) > 3 else 1.0
+
+
+def rewind_config(max_rewinds: int) -> RainConfig:
+    return RainConfig(
+        max_new_tokens=7,
+        num_children=3,
+        max_iterations=5,
+        min_fresh_iterations=5,
+        max_rewinds=max_rewinds,
+        seed=0,
+    )
+
+
+def test_without_rewinds_a_committed_dead_end_is_kept() -> None:
+    _, result = run(rewind_config(0), evaluator=dead_end_after_good)
+    assert result.text.startswith("good")
+    assert result.steps[1].value < 0  # every continuation of "good" is bad
+    assert result.stats["rewinds"] == 0
+
+
+def test_a_dead_end_rewinds_into_the_previous_step_and_takes_another_child() -> None:
+    shown: list[StepStats] = []
+    _, result = run(rewind_config(1), evaluator=dead_end_after_good, on_step=shown.append)
+    assert result.text.split()[0] == "fine"  # "good" was committed, then taken back
+    assert result.stats["rewinds"] == 1 and result.steps[0].rewinds == 1
+    # the reader never saw the step that was taken back, and the steps add up to the text
+    assert [step.text for step in shown] == result.token_sets
+    assert "".join(s.text for s in shown) == result.text
+
+
+def test_all_judged_bad_needs_a_visited_child_and_every_visited_one_below_zero() -> None:
+    root = Node(())
+    first, second = Node((1,), root, 1), Node((2,), root, 1)
+    root.children = [first, second]
+    assert not all_judged_bad(root)  # nothing visited: nothing known
+    first.add_value(-1.0)
+    first.fn = 1
+    assert all_judged_bad(root)  # the unvisited one does not count
+    second.add_value(0.5)
+    second.fn = 1
+    assert not all_judged_bad(root)

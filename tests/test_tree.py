@@ -10,18 +10,21 @@ import torch
 from rain_search.tree import (
     Node,
     ValueRange,
+    add_pending,
     add_prior,
     assign_priors,
     backup,
     best_child,
     children_alike,
     clip_greedy,
+    drop_child_visits,
     early_stop,
     mix_root_noise,
     needs_more_children,
     normalise,
     puct_score,
     select_child,
+    select_leaf,
     similarity_update,
 )
 
@@ -204,3 +207,43 @@ def test_path_from() -> None:
     assert b.path_from(root) == [a, b]
     with pytest.raises(ValueError):
         root.path_from(b)
+
+
+def two_children_one_liked() -> tuple[Node, Node, Node]:
+    """A root whose first child scored +1 and has children; the second scored -1."""
+    root = Node((), n=2, fn=2)
+    liked = Node((1,), root, 1, p=0.5, n=1, fn=1, q=1.0)
+    disliked = Node((2,), root, 1, p=0.5, n=1, fn=1, q=-1.0)
+    liked.children = [Node((3,), liked, 2, p=0.5), Node((4,), liked, 2, p=0.5)]
+    root.children = [liked, disliked]
+    return root, liked, disliked
+
+
+def test_a_virtual_visit_keeps_leaves_where_the_judge_liked_and_a_virtual_loss_spreads_them() -> (
+    None
+):
+    root, liked, disliked = two_children_one_liked()
+    add_pending([root, liked], 2)  # two leaves already in flight below the liked child
+    # mean: liked 1 + 2·0.5·sqrt(4)/4 = 1.5 against disliked 0 + 2·0.5·2/2 = 1.0
+    assert puct_score(liked, 4, 2.0, ValueRange(), "mean") == pytest.approx(1.5)
+    # loss: liked's two pending visits count as -1: Q̂ = ((1 - 2) / 3 + 1) / 2 = 1/3
+    assert puct_score(liked, 4, 2.0, ValueRange(), "loss") == pytest.approx(1 / 3 + 0.5)
+    # liked's own children are free leaves: where does the third leaf go?
+    assert select_leaf(root, 2.0, ValueRange(), "mean")[1] is liked
+    assert select_leaf(root, 2.0, ValueRange(), "loss")[1] is disliked
+
+
+def test_with_nothing_in_flight_both_pending_rules_are_plain_puct() -> None:
+    root, liked, disliked = two_children_one_liked()
+    for child in (liked, disliked):
+        assert puct_score(child, 2, 2.0, ValueRange(), "mean") == puct_score(
+            child, 2, 2.0, ValueRange(), "loss"
+        )
+
+
+def test_dropping_a_child_takes_its_visits_and_values_out_of_the_parent() -> None:
+    parent = Node((), n=4, fn=4, q=0.0)  # one visit at +1 and three at -1/3 overall
+    child = Node((1,), parent, 1, n=3, fn=3, q=-1 / 3)
+    drop_child_visits(parent, child)
+    assert (parent.n, parent.fn) == (1, 1)
+    assert parent.q == pytest.approx(1.0)
