@@ -25,6 +25,7 @@ Results go to ``benchmarks/results/efficacy[-quick].json``.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 from collections.abc import Sequence
@@ -74,6 +75,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     generator = RainGenerator(model, tokenizer, "fast", evaluator=judge)
     generator.warm_up()
     variants = {**DEFAULT_VARIANTS, **dict(args.variant)}
+    for name in args.skip:
+        variants.pop(name, None)
     report: dict[str, Any] = {
         "machine": machine(),
         "model": args.model or "embedded SmolLM2-135M-Instruct",
@@ -93,8 +96,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         results[name] = run_variant(generator, cases, config, args.concurrent)
         print(f"[{started} -> {now()}] {name}: {config.parallel_leaves} leaves", flush=True)
     report["cases"] = case_rows(cases, vanilla, results)
+    baseline = baseline_texts(args.baseline, results, cases)
     report["summary"] = {
-        name: summarise(cases, vanilla, runs, results[BASELINE], timed=args.concurrent == 1)
+        name: summarise(cases, vanilla, runs, baseline, timed=args.concurrent == 1)
         for name, runs in results.items()
     }
     report["finished"] = now()
@@ -110,14 +114,32 @@ def run_variant(
 ) -> list[RainResult]:
     """Every case under ``config``: one after another (timed), or ``concurrent`` at a time."""
     prompts = [case["prompt"] for case in cases]
+
+    def answer(prompt: str) -> RainResult:
+        pair = None
+        if concurrent == 1:  # the pair's vanilla, measured right before it
+            pair = generator.vanilla(prompt, max_new_tokens=config.max_new_tokens)
+        result = generator.generate(prompt, config=config)
+        result.paired_vanilla = pair  # type: ignore[attr-defined]
+        print(f"  [{now()}] {prompt[:40]!r}: {result.text[:70]!r}", flush=True)
+        return result
+
     if concurrent == 1:
-        out = []
-        for prompt in prompts:
-            generator.vanilla(prompt, max_new_tokens=config.max_new_tokens)  # the pair's baseline
-            out.append(generator.generate(prompt, config=config))
-        return out
+        return [answer(prompt) for prompt in prompts]
     with ThreadPoolExecutor(concurrent) as pool:
-        return list(pool.map(lambda prompt: generator.generate(prompt, config=config), prompts))
+        return list(pool.map(answer, prompts))
+
+
+def baseline_texts(
+    path: Path | None, results: dict[str, list[RainResult]], cases: list[dict[str, Any]]
+) -> list[str]:
+    """One-leaf-at-a-time answers: from this run, or from an earlier results file."""
+    if BASELINE in results:
+        return [result.text for result in results[BASELINE]]
+    if path is None:
+        raise SystemExit(f"--skip {BASELINE} needs --baseline RESULTS.json from an earlier run")
+    rows = {row["prompt"]: row for row in json.loads(path.read_text(encoding="utf-8"))["cases"]}
+    return [rows[case["prompt"]][BASELINE]["text"] for case in cases]
 
 
 def judge_led(result: RainResult) -> list[bool]:
@@ -141,7 +163,7 @@ def summarise(
     cases: list[dict[str, Any]],
     vanilla: list[RainResult],
     runs: list[RainResult],
-    baseline: list[RainResult],
+    baseline: list[str],
     timed: bool,
 ) -> dict[str, Any]:
     """Per class and overall: wins, agreement with one leaf at a time, costs."""
@@ -159,7 +181,7 @@ def summarise(
             "vanilla_avoided": sum(
                 not mentions(vanilla[i].text, cases[i]["banned"]) for i in picked
             ),
-            "same_as_k1": sum(runs[i].token_ids == baseline[i].token_ids for i in picked),
+            "same_as_k1": sum(runs[i].text == baseline[i] for i in picked),
             "judge_led": sum(led) / len(led) if led else 1.0,
             "committed_value": statistics.fmean(values) if values else 0.0,
             "dead_ends": sum(dead_ends(r) for r in rows),
@@ -167,10 +189,11 @@ def summarise(
             "forward_calls_per_token": sum(r.totals.forward_calls for r in rows) / tokens,
             "iterations_per_token": sum(r.stats["iterations"] for r in rows) / tokens,
         }
-        if timed:
+        if timed:  # each answer against the vanilla run right before it
+            pairs = [r.paired_vanilla for r in rows]  # type: ignore[attr-defined]
             rain_wall = sum(r.wall_time for r in rows) / tokens
-            base_tokens = sum(max(vanilla[i].completion_tokens, 1) for i in picked)
-            base_wall = sum(vanilla[i].wall_time for i in picked) / base_tokens
+            base_tokens = sum(max(p.completion_tokens, 1) for p in pairs)
+            base_wall = sum(p.wall_time for p in pairs) / base_tokens
             summary["wall_vs_vanilla_per_token"] = rain_wall / base_wall
         out[group] = summary
     return out
@@ -248,6 +271,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--concurrent", type=int, default=1, help="searches at once (1: timed, one after another)"
+    )
+    parser.add_argument(
+        "--skip", action="append", default=[], help="leave out a default variant (k1, shipped)"
+    )
+    parser.add_argument(
+        "--baseline", type=Path, default=None, help="results file whose k1 answers to compare with"
     )
     parser.add_argument("--name", default="", help="suffix of the results file")
     parser.add_argument("--note", default="", help="what else ran on the machine")

@@ -23,6 +23,7 @@ Results go to ``benchmarks/results/quality[-quick].json`` and a plot beside it.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 from collections.abc import Callable, Sequence
@@ -79,6 +80,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "harmless template": lambda text, prompt: template_judge.score(prompt, [text])[0],
         }
         report["harm"] = compare(generator, prompts, sizes["harm_tokens"], judges)
+    if args.against is not None:
+        report["paired"] = paired_with(report, json.loads(args.against.read_text(encoding="utf-8")))
     name = "quality-quick" if args.quick else "quality"
     if args.leaves is not None:
         name += f"-k{args.leaves}"
@@ -142,6 +145,36 @@ def summarise(rows: list[dict[str, Any]], judges: list[str]) -> dict[str, Any]:
     return {"judges": out, "rain_vs_vanilla_wall_time": slowdown}
 
 
+def paired_with(report: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
+    """RAIN here minus RAIN in ``other`` (e.g. K = 8 against K = 1), prompt by prompt.
+
+    Only prompts both runs answered count; per part and judge: the mean paired
+    difference, its standard error and how many prompts went each way.
+    """
+    out: dict[str, Any] = {}
+    for part in ("tone", "harm"):
+        if part not in report or part not in other:
+            continue
+        theirs = {row["prompt"]: row for row in other[part]["rows"]}
+        rows = [
+            (row, theirs[row["prompt"]]) for row in report[part]["rows"] if row["prompt"] in theirs
+        ]
+        out[part] = {}
+        for judge in report[part]["summary"]["judges"]:
+            diffs = [mine[judge]["rain"] - base[judge]["rain"] for mine, base in rows]
+            out[part][judge] = {
+                "prompts": len(diffs),
+                "mean_difference": statistics.fmean(diffs) if diffs else 0.0,
+                "stderr_difference": (
+                    statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else 0.0
+                ),
+                "better": sum(d > 1e-9 for d in diffs),
+                "same": sum(abs(d) <= 1e-9 for d in diffs),
+                "worse": sum(d < -1e-9 for d in diffs),
+            }
+    return out
+
+
 def print_report(report: dict[str, Any]) -> None:
     for part in ("tone", "harm"):
         if part not in report:
@@ -165,6 +198,23 @@ def print_report(report: dict[str, Any]) -> None:
                     "wins",
                     "ties",
                     "losses",
+                ],
+            )
+        )
+    for part, judges in report.get("paired", {}).items():
+        rows = [{"judge": name, **values} for name, values in judges.items()]
+        print(f"\n{part}: RAIN here minus RAIN in --against, prompt by prompt")
+        print(
+            table(
+                rows,
+                [
+                    "judge",
+                    "prompts",
+                    "mean_difference",
+                    "stderr_difference",
+                    "better",
+                    "same",
+                    "worse",
                 ],
             )
         )
@@ -222,6 +272,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--limit", type=int, help="use only the first N prompts of each set")
     parser.add_argument("--quick", action="store_true", help="the short version (minutes)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
+    parser.add_argument(
+        "--against", type=Path, help="an earlier results file: pair RAIN's scores prompt by prompt"
+    )
     return parser.parse_args(argv)
 
 

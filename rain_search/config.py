@@ -73,6 +73,12 @@ class RainConfig(BaseModel):
         "mean (a virtual visit: leaves go where the judge already liked) or as the worst value "
         "seen (a virtual loss: leaves spread by prior).",
     )
+    commit_rule: Literal["auto", "visits", "value"] = Field(
+        "auto",
+        description="Which child a step commits: the most visited (the paper), the best valued "
+        "among children with at least half the most real visits, or auto: visits with one leaf "
+        "at a time, value with parallel leaves (whose rounds hand out visits before values).",
+    )
     # Budget per committed step.
     max_iterations: int = Field(
         50, ge=1, le=10_000, description="T: visits per step, inherited ones included."
@@ -163,6 +169,13 @@ class RainConfig(BaseModel):
                 "raise max_children"
             )
         return self
+
+    @property
+    def commit_by(self) -> Literal["visits", "value"]:
+        """The commit rule in force: ``auto`` weighs values only when leaves run in parallel."""
+        if self.commit_rule != "auto":
+            return self.commit_rule
+        return "value" if self.parallel_leaves > 1 else "visits"
 
     @property
     def samples_per_expansion(self) -> int:

@@ -2,7 +2,8 @@
 
 A user sees *why* the search rewound: a candidate the model liked (high
 prior) but the judge scored low gathers few visits and is dropped, and the
-committed set is the most visited one.
+committed set is the most visited one (with parallel leaves, the best valued
+of the well-visited ones: ``RainConfig.commit_rule``).
 """
 
 from __future__ import annotations
@@ -21,9 +22,14 @@ def explain_text(result: RainResult) -> str:
     lines = [f"RAIN search: {len(result.steps)} steps, finish={result.finish_reason}"]
     for step in result.steps:
         early = ", early stop" if step.early_stopped else ""
+        rewound = (
+            f", decided again after {step.rewinds} dead end{'s' * (step.rewinds > 1)} below it"
+            if step.rewinds
+            else ""
+        )
         lines.append(
             f"step {step.index + 1}: kept {step.text!r} after {step.iterations} iterations "
-            f"({step.inherited_visits} visits inherited{early})"
+            f"({step.inherited_visits} visits inherited{early}{rewound})"
         )
         ranked = sorted(step.candidates, key=lambda c: (-c.visits, -c.value))
         most = max((c.visits for c in ranked), default=1.0) or 1.0

@@ -426,7 +426,9 @@ class TreeSearch:
         self.step.fresh += 1
         # Judged again after every leaf: leaves answered in the same batch may undo an early
         # stop that the first of them made true, and the commit must see the state that held.
-        stopped = early_stop(root, config.early_stop_visits, config.early_stop_value)
+        stopped = early_stop(
+            root, config.early_stop_visits, config.early_stop_value, config.commit_by
+        )
         spent = self.step.fresh >= config.min_fresh_iterations and root.fn >= config.max_iterations
         self.step.stopped_early = stopped
         self.closing = stopped or spent or bool(self.out_of_budget)
@@ -447,7 +449,7 @@ class TreeSearch:
         if self.can_rewind(root):
             self.rewind(root)
             return []
-        child = best_child(root)
+        child = best_child(root, self.config.commit_by)
         answer, shown_text = list(self.answer), self.step.shown_text
         self.answer.extend(child.token_ids)
         text, finish, self.answer = self.stops.finish(

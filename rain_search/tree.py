@@ -304,16 +304,33 @@ def needs_more_children(
     )
 
 
-def best_child(node: Node) -> Node:
-    """Most visits wins; ties go to the higher value."""
-    return max(node.children, key=lambda child: (child.n, child.q))
+CommitRule = Literal["visits", "value"]
+"""Which child a step commits: the most visited (the paper), or the best valued among
+the well-visited ones (for parallel leaves, whose visits were handed out in rounds)."""
 
 
-def early_stop(root: Node, visits: int, value: float) -> bool:
-    """The most-visited child has more than ``visits`` real visits and q above ``value``."""
+def best_child(node: Node, rule: CommitRule = "visits", share: float = 0.5) -> Node:
+    """The child a step commits.
+
+    ``"visits"``: most visits wins, ties go to the higher value (the paper's
+    rule: one leaf at a time hands visits to what the judge liked, so visits
+    are the judge's verdict). ``"value"``: the highest value among children
+    with at least ``share`` of the most real visits (ties: more visits). With
+    parallel leaves a round hands out its visits before their values are back,
+    so the most visited child can be one the round's values turned against.
+    """
+    most = max(node.children, key=lambda child: (child.n, child.q))
+    if rule == "visits" or most.fn == 0:
+        return most
+    contenders = [child for child in node.children if child.fn >= share * most.fn]
+    return max(contenders, key=lambda child: (child.q, child.n))
+
+
+def early_stop(root: Node, visits: int, value: float, rule: CommitRule = "visits") -> bool:
+    """The child to commit has more than ``visits`` real visits and q above ``value``."""
     if not root.children:
         return False
-    best = best_child(root)
+    best = best_child(root, rule)
     return best.fn > visits and best.q > value
 
 

@@ -373,6 +373,7 @@ def test_a_dead_end_rewinds_into_the_previous_step_and_takes_another_child() -> 
     # the reader never saw the step that was taken back, and the steps add up to the text
     assert [step.text for step in shown] == result.token_sets
     assert "".join(s.text for s in shown) == result.text
+    assert "decided again after 1 dead end below it" in result.explain()
 
 
 def test_all_judged_bad_needs_a_visited_child_and_every_visited_one_below_zero() -> None:

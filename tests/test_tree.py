@@ -247,3 +247,24 @@ def test_dropping_a_child_takes_its_visits_and_values_out_of_the_parent() -> Non
     drop_child_visits(parent, child)
     assert (parent.n, parent.fn) == (1, 1)
     assert parent.q == pytest.approx(1.0)
+
+
+def test_the_value_rule_commits_the_best_valued_of_the_well_visited_children() -> None:
+    # The step in the issue: a round gave 'When' four visits before their values came
+    # back (0.00 on average); 'Selecting' has three visits, all +1.
+    root = family(*[(4, 0.0, 0.22), (3, 1.0, 0.11), (3, 1 / 3, 0.49), (1, -1.0, 0.18)])
+    assert best_child(root, "visits") is root.children[0]
+    assert best_child(root, "value") is root.children[1]
+    # a child with fewer than half the most real visits is no contender, however good
+    root = family(*[(6, 0.0, 0.5), (2, 1.0, 0.5)])
+    assert best_child(root, "value") is root.children[0]
+    assert early_stop(family(*[(4, 0.0, 0.5), (4, 0.9, 0.5)]), 3, 0.8, "value")
+    assert not early_stop(family(*[(5, 0.0, 0.5), (4, 0.9, 0.5)]), 3, 0.8, "visits")
+
+
+def test_auto_commits_by_visits_one_leaf_at_a_time_and_by_value_in_parallel() -> None:
+    from rain_search.config import RainConfig
+
+    assert RainConfig().commit_by == "visits"
+    assert RainConfig(parallel_leaves=8).commit_by == "value"
+    assert RainConfig(parallel_leaves=8, commit_rule="visits").commit_by == "visits"
