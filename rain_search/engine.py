@@ -1,12 +1,15 @@
 """The engine: one owner of the model's calls for every live search.
 
 Searches ask for work (:mod:`rain_search.work`); the engine answers it in as
-few forward calls as it can. Expansions from every running iteration of every
-search share the :class:`SlotDecoder`'s calls: each call advances all live rows
-by one token, and a row whose set or rollout is done leaves at once, its leaf
-judged, embedded and backed up, and its search's next leaf joins the next
-call (fixed slots refilled as work finishes, as in vLLM's scheduler). Judging
-and embedding are answered per search, one call for all its texts at hand.
+few forward calls as it can. It knows a search only through the
+:class:`~rain_search.work.Policy` protocol (iterations out, their ends in, a
+step to commit), not the tree search's internals. Expansions from every
+running iteration of every search share the :class:`SlotDecoder`'s calls: each
+call advances all live rows by one token, and a row whose set or rollout is
+done leaves at once, its leaf judged, embedded and backed up, and its search's
+next leaf joins the next call (fixed slots refilled as work finishes, as in
+vLLM's scheduler). Judging and embedding are answered per search, one call for
+all its texts at hand.
 
 Each search's work is the same whatever runs beside it: it starts its
 iterations as soon as it has room (``parallel_leaves``), draws from random
@@ -25,7 +28,7 @@ import threading
 import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rain_search.backends.base import Backend
 from rain_search.backends.hf import HFBackend
@@ -35,10 +38,7 @@ from rain_search.errors import Cancelled
 from rain_search.evaluators import Evaluator
 from rain_search.result import StepStats
 from rain_search.stats import Counters
-from rain_search.work import Embed, Expand, Iteration, Judge, Reply, Work
-
-if TYPE_CHECKING:
-    from rain_search.search import TreeSearch
+from rain_search.work import Embed, Expand, Iteration, Judge, Policy, Reply, Work
 
 
 @dataclass(eq=False)
@@ -54,7 +54,7 @@ class Waiting:
 class Task:
     """One search in the engine, and what it has produced for its reader."""
 
-    search: TreeSearch
+    search: Policy
     prompt_ids: Sequence[int]
     steps: queue.Queue[StepStats | BaseException | None] = field(default_factory=queue.Queue)
     waiting: list[Waiting] = field(default_factory=list)
@@ -72,7 +72,7 @@ class Engine:
         self.decoder = SlotDecoder(backend) if isinstance(backend, HFBackend) else None
         self.tasks: list[Task] = []
 
-    def solo(self, search: TreeSearch, prompt_ids: Sequence[int]) -> Iterator[StepStats]:
+    def solo(self, search: Policy, prompt_ids: Sequence[int]) -> Iterator[StepStats]:
         """Run one search on the caller's thread, yielding its steps."""
         task = self.add(search, prompt_ids)
         while True:
@@ -85,7 +85,7 @@ class Engine:
                     return
                 yield item
 
-    def add(self, search: TreeSearch, prompt_ids: Sequence[int]) -> Task:
+    def add(self, search: Policy, prompt_ids: Sequence[int]) -> Task:
         task = Task(search, list(prompt_ids))
         self.tasks.append(task)
         return task
@@ -295,7 +295,7 @@ class Scheduler:
     def running(self) -> bool:
         return self._thread is not None
 
-    def submit(self, search: TreeSearch, prompt_ids: Sequence[int]) -> Task:
+    def submit(self, search: Policy, prompt_ids: Sequence[int]) -> Task:
         task = Task(search, list(prompt_ids))
         with self._lock:
             self._inbox.put(task)

@@ -8,14 +8,34 @@ of the well-visited ones: ``RainConfig.commit_rule``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Protocol
+
 from rain_search.extras import require
-from rain_search.result import Candidate, LeafRun, RainResult
+from rain_search.steps import Candidate, LeafRun, StepStats
+
+
+class Run(Protocol):
+    """What is drawn of a generation (a :class:`~rain_search.result.RainResult`)."""
+
+    @property
+    def mode(self) -> str: ...
+
+    @property
+    def finish_reason(self) -> str: ...
+
+    @property
+    def completion_tokens(self) -> int: ...
+
+    @property
+    def steps(self) -> Sequence[StepStats]: ...
+
 
 BAR = 12
 GREY = (0.8, 0.8, 0.8)
 
 
-def explain_text(result: RainResult) -> str:
+def explain_text(result: Run) -> str:
     """One block per committed step, candidates sorted by visits, the kept one marked."""
     if not result.steps:
         return f"[{result.mode}] no search tree: {result.completion_tokens} tokens decoded directly"
@@ -62,7 +82,7 @@ def _rounds(leaves: list[LeafRun]) -> str:
     return "; ".join(parts)
 
 
-def plot_rounds(result: RainResult, path: str) -> None:
+def plot_rounds(result: Run, path: str) -> None:
     """One bar per leaf over the forward calls its expansion and rollout used.
 
     Bars stacked in one column of calls ran in the same forward calls; colour
@@ -109,7 +129,7 @@ def _describe(candidate: Candidate, most_visits: float) -> str:
     )
 
 
-def plot_tree(result: RainResult, path: str) -> None:
+def plot_tree(result: Run, path: str) -> None:
     """Steps left to right; each candidate a dot sized by visits and coloured by value."""
     matplotlib = require("matplotlib", "plot", "drawing the search tree (--explain-image)")
     matplotlib.use("Agg")

@@ -5,63 +5,14 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from rain_search.explain import explain_text, plot_rounds, plot_tree
 from rain_search.stats import Counters
+from rain_search.steps import Candidate, LeafRun, StepStats
+
+__all__ = ["Candidate", "FinishReason", "LeafRun", "RainResult", "StepStats"]
 
 FinishReason = Literal["eos", "stop", "length", "budget"]
 """``budget``: a timeout or forward-call limit ended the answer early (it is truncated)."""
-
-
-@dataclass
-class Candidate:
-    """One child of the root when a step was committed: what the search weighed."""
-
-    text: str
-    token_ids: tuple[int, ...]
-    visits: float
-    real_visits: int
-    value: float
-    prior: float
-    chosen: bool
-
-
-@dataclass
-class LeafRun:
-    """One iteration's leaf: when its expansion ran, counted in its search's forward calls.
-
-    Leaves whose call ranges overlap ran together (parallel leaves share each
-    call). ``value`` is the judge's score, None when the step closed first and
-    the leaf was abandoned.
-    """
-
-    text: str
-    first_call: int
-    last_call: int
-    value: float | None
-
-
-@dataclass
-class StepStats:
-    """One committed token set and the search that chose it."""
-
-    index: int
-    text: str
-    token_ids: tuple[int, ...]
-    iterations: int
-    inherited_visits: int
-    nodes_expanded: int  # expansions and dynamic additions that added children
-    similarity_updates: int  # fractional visits shared with similar siblings
-    forward_calls: int
-    tokens_processed: int
-    evaluator_calls: int
-    cache_hits: int
-    visits: float
-    value: float
-    early_stopped: bool
-    tree_size: int
-    wall_time: float
-    candidates: list[Candidate] = field(default_factory=list)
-    leaves: list[LeafRun] = field(default_factory=list)
-    rewinds: int = 0  # times this step was taken back from a dead end and decided again
 
 
 @dataclass
@@ -121,20 +72,14 @@ class RainResult:
 
     def explain(self) -> str:
         """The search step by step as a text tree: what was weighed, what was kept."""
-        from rain_search.explain import explain_text
-
         return explain_text(self)
 
     def plot_tree(self, path: str) -> None:
         """Draw the search as an image (PNG, SVG or PDF by ``path``'s suffix)."""
-        from rain_search.explain import plot_tree
-
         plot_tree(self, path)
 
     def plot_rounds(self, path: str) -> None:
         """Draw which leaves ran together: one bar per leaf over the forward calls it used."""
-        from rain_search.explain import plot_rounds
-
         plot_rounds(self, path)
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,20 +1,23 @@
-"""The units of work a search asks for, and the engine carries out.
+"""What passes between a search and the engine: units of work, and the policy protocol.
 
 A search never calls the model: each iteration is a generator that yields
 one of these and is sent the answer (an :class:`Expansion`, the judge's
 values, the embeddings), so the engine can put the work of many iterations
-and many searches into the same forward calls.
+and many searches into the same forward calls. The engine knows a search only
+as a :class:`Policy`: iterations out, their ends in, a step to commit.
 """
 
 from __future__ import annotations
 
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
 from rain_search.backends.base import ExpandRequest, Expansion
+from rain_search.result import RainResult, StepStats
+from rain_search.stats import Counters
 
 
 @dataclass
@@ -46,3 +49,45 @@ Reply = Expansion | list[float] | torch.Tensor
 Iteration = Generator[Work, Any, bool]
 """One search iteration: yields work, is sent each reply, returns whether it ran
 (False: every free leaf was busy, try again after the next call)."""
+
+
+class Policy(Protocol):
+    """One search as the engine drives it (:class:`~rain_search.policy.TreeSearch`).
+
+    The engine encodes the prompt and calls :meth:`begin`; then, over and over,
+    it starts the iterations :meth:`next_iteration` hands out, answers their
+    work, and reports each one's end to :meth:`iteration_done`. Once
+    ``closing`` is set it drops the iterations still running; once
+    ``ready_to_commit`` it calls :meth:`finish_step` and passes the steps it
+    returns to the reader, until ``result`` is set.
+    """
+
+    prompt: str  # the text the judge reads as the question
+    cost: Counters  # this search's share of every call, charged by the engine
+    result: RainResult | None  # set by the last step's finish_step
+    closing: bool  # the step has what it needs: running iterations may be dropped
+    cancelled: Callable[[], bool]  # set by the reader; checked before each iteration
+
+    @property
+    def ready_to_commit(self) -> bool:
+        """The step is closed and no iteration of it is still running."""
+        ...
+
+    def begin(self, root_state: Any, prompt_ids: Sequence[int]) -> None:
+        """Start from the encoded prompt, ``root_state`` being the backend's state for it."""
+        ...
+
+    def next_iteration(self) -> Iteration | None:
+        """A new iteration to run now, or None while the step needs no more."""
+        ...
+
+    def iteration_done(self, ran: bool) -> None:
+        """An iteration ended (``ran``: it visited a leaf; False: nothing was free, or dropped)."""
+        ...
+
+    def finish_step(self) -> list[StepStats]:
+        """Commit the step (or take one back); the steps now final, for the reader.
+
+        Sets ``result`` when the answer ends.
+        """
+        ...

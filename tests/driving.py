@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rain_search.search import StepProgress, TreeSearch
+from rain_search.policy import StepProgress, TreeSearch
 from rain_search.tree import Node
 from rain_search.work import Expand, Iteration, Judge
 

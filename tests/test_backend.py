@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from rain_search.backends.base import ExpandRequest
-from rain_search.backends.hf import HFBackend, sampling_log_probs
+from rain_search.backends.hf import HFBackend
 from rain_search.backends.judge import HFJudge, label_token_id
+from rain_search.backends.proposals import sampling_log_probs
 from rain_search.errors import TemplateError
 from rain_search.evaluators import ModelEvaluator
 from rain_search.stats import Counters

@@ -18,7 +18,8 @@ from rain_search.backends.hf import HFBackend
 from rain_search.backends.slots import SlotDecoder
 from rain_search.evaluators import FunctionEvaluator
 from rain_search.explain import widest_round
-from rain_search.search import RainGenerator, TreeSearch
+from rain_search.policy import TreeSearch
+from rain_search.search import RainGenerator, run_alone
 from rain_search.stats import Counters
 from rain_search.tree import Node, ValueRange, add_pending, select_leaf
 
@@ -66,7 +67,7 @@ class TracedSearch(TreeSearch):
 def traced_run(config: RainConfig, judge) -> TracedSearch:  # type: ignore[no-untyped-def]
     search = TracedSearch(ScriptedBackend(), FunctionEvaluator(judge), WordEmbedder(), config, "p")
     search.trace = []
-    search.run([3, 3, 3])
+    run_alone(search, [3, 3, 3])
     return search
 
 
@@ -82,7 +83,7 @@ def test_parallel_leaves_spread_over_the_tree_and_keep_the_budget() -> None:
     config = RainConfig.preset("fast").merged(max_new_tokens=24, seed=1, parallel_leaves=6)
     backend = ScriptedBackend()
     search = TreeSearch(backend, FunctionEvaluator(graded), WordEmbedder(), config, "p")
-    result = search.run([3, 3, 3])
+    result = run_alone(search, [3, 3, 3])
     assert result.completion_tokens == 24
     for step in result.steps:
         # the step stops starting leaves once it has its visits; the ones running finish

@@ -15,11 +15,13 @@ from transformers import PreTrainedTokenizerFast
 
 from rain_search import RainConfig
 from rain_search.backends.base import ExpandRequest
-from rain_search.backends.hf import HFBackend, punctuation_table, sampling_log_probs
+from rain_search.backends.hf import HFBackend
 from rain_search.backends.judge import HFJudge
+from rain_search.backends.proposals import punctuation_table, sampling_log_probs
 from rain_search.embeddings import HiddenStateEmbedder
 from rain_search.evaluators import FunctionEvaluator
-from rain_search.search import RainGenerator, TreeSearch
+from rain_search.policy import TreeSearch
+from rain_search.search import RainGenerator, run_alone, steps_alone
 from rain_search.stats import Counters
 from rain_search.templates import load_template
 from rain_search.tree import Node
@@ -56,7 +58,7 @@ def first_request(prompt: list[int], **config: object) -> ExpandRequest:
     search = TreeSearch(
         backend, FunctionEvaluator(lambda t: 0.0), WordEmbedder(), RainConfig(**config), "p"
     )
-    next(search.steps(prompt))
+    next(steps_alone(search, prompt))
     return backend.requests[0]
 
 
@@ -123,7 +125,7 @@ def test_an_addition_that_adds_nothing_is_not_counted() -> None:
     search = TreeSearch(
         backend, FunctionEvaluator(lambda t: -1.0), ConstantEmbedder(), config, "prompt"
     )
-    result = search.run([3])
+    result = run_alone(search, [3])
     grew = sum(1 for r in backend.requests if not r.exclude)
     tried = sum(1 for r in backend.requests if r.exclude)
     assert tried > 0
@@ -258,6 +260,6 @@ def test_similarity_updates_are_reported() -> None:
     search = TreeSearch(
         backend, FunctionEvaluator(lambda t: 0.5), ConstantEmbedder(), RainConfig(), "p"
     )
-    result = search.run([3, 3])
+    result = run_alone(search, [3, 3])
     assert result.stats["similarity_updates"] == sum(s.similarity_updates for s in result.steps)
     assert result.stats["similarity_updates"] > 0

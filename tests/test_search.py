@@ -12,8 +12,9 @@ from rain_search.backends.base import ExpandRequest, Expansion, Proposal
 from rain_search.config import RainConfig
 from rain_search.errors import Cancelled
 from rain_search.evaluators import FunctionEvaluator
+from rain_search.policy import StepProgress, TreeSearch
 from rain_search.result import StepStats
-from rain_search.search import StepProgress, TreeSearch
+from rain_search.search import run_alone, steps_alone
 from rain_search.stats import Counters
 from rain_search.tree import Node, all_judged_bad, best_child
 
@@ -102,7 +103,7 @@ def penalise_bad(text: str) -> float:
 def run(config: RainConfig, evaluator=penalise_bad, backend=None, on_step=None):
     backend = backend or FakeBackend()
     search = TreeSearch(backend, FunctionEvaluator(evaluator), WordEmbedder(), config, "prompt")
-    for step in search.steps([3, 3, 3]):
+    for step in steps_alone(search, [3, 3, 3]):
         if on_step is not None:
             on_step(step)
     return search, search.result
@@ -268,7 +269,7 @@ def test_cancelled_search_raises_between_iterations() -> None:
     search = TreeSearch(backend, FunctionEvaluator(penalise_bad), WordEmbedder(), RainConfig(), "p")
     search.cancelled = lambda: len(backend.requests) >= 3  # cancelled during the third
     with pytest.raises(Cancelled, match="cancelled"):
-        search.run([1])
+        run_alone(search, [1])
     assert len(backend.requests) == 3  # the fourth iteration never started
     assert search.root is not None and search.root.fn == 2  # the third was dropped unfinished
 

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
-from rain_search.backends.hf import KV, cache_rows, make_cache, trim_kv
+from rain_search.backends.kv import KV, cache_rows, make_cache, trim_kv
 from rain_search.errors import PromptError, TemplateError
 from rain_search.stats import Counters
 from rain_search.templates import EvalTemplate

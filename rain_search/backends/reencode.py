@@ -17,8 +17,15 @@ import torch
 from transformers import DynamicCache
 
 from rain_search.backends.base import ExpandRequest, Expansion, Proposal
-from rain_search.backends.hf import CausalLMBackend, sample_top_k
+from rain_search.backends.hf import CausalLMBackend
 from rain_search.backends.judge import HFJudge
+from rain_search.backends.proposals import (
+    choose,
+    distinct,
+    first_tokens,
+    rollout_ends,
+    sample_top_k,
+)
 
 Chooser = Callable[[torch.Tensor, int], tuple[int, float]]
 """Picks the next token from (1, vocab) log-probs at a step: the token and its log-prob."""
@@ -47,13 +54,13 @@ class ReencodeBackend(CausalLMBackend[TextState]):
     ) -> Expansion:
         """Each child, then the rollout, as its own full-text generation."""
         leaf = path[-1]
-        first, greedy_rows = self._first_tokens(leaf.next_log_probs, request)
+        first, greedy_rows = first_tokens(leaf.next_log_probs, request)
         proposals = []
         for row, greedy in enumerate(greedy_rows):
             fixed = first[row : row + 1] if first is not None else None
-            choose = self._candidate_chooser(fixed, greedy, request, generator)
+            chooser = self._candidate_chooser(fixed, greedy, request, generator)
             tokens, token_log_probs, next_log_probs = self._generate(
-                leaf.ids, request.length, choose
+                leaf.ids, request.length, chooser
             )
             state = TextState(leaf.ids + tuple(tokens), next_log_probs)
             proposals.append(Proposal(tuple(tokens), tuple(token_log_probs), greedy, state))
@@ -69,10 +76,10 @@ class ReencodeBackend(CausalLMBackend[TextState]):
                     leaf.ids,
                     request.rollout_tokens,
                     sample,
-                    lambda t, n: self._rollout_ends(t, n, request),
+                    lambda t, n: rollout_ends(t, n, request, self.eos_token_ids, self.ends_clause),
                 )[0]
             )
-        return Expansion(self._distinct(proposals, request), rollout)
+        return Expansion(distinct(proposals, request, self.eos_token_ids, self._trim), rollout)
 
     @torch.inference_mode()
     def _generate(
@@ -110,11 +117,11 @@ class ReencodeBackend(CausalLMBackend[TextState]):
         """One candidate row's choices, made exactly as the cached backend makes them."""
         mask = torch.tensor([greedy], device=self.device)
 
-        def choose(log_probs: torch.Tensor, step: int) -> tuple[int, float]:
-            picks, picked = self._choose(log_probs, first, mask, request, step, generator)
+        def pick(log_probs: torch.Tensor, step: int) -> tuple[int, float]:
+            picks, picked = choose(log_probs, first, mask, request, step, generator)
             return int(picks[0]), float(picked[0])
 
-        return choose
+        return pick
 
     def _trim(self, state: TextState, drop: int) -> TextState:
         return TextState(state.ids[: len(state.ids) - drop], state.next_log_probs)

@@ -15,21 +15,48 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
 from rain_search.backends.base import ExpandRequest, Expansion, Proposal
-from rain_search.backends.hf import (
-    KV,
-    HFBackend,
-    NodeState,
-    concat_kv,
-    layer_tensors,
+from rain_search.backends.kv import KV, NodeState, concat_kv, layer_tensors, trim_state
+from rain_search.backends.proposals import (
+    choose,
+    distinct,
+    first_tokens,
+    rollout_ends,
     sample_top_k,
 )
 from rain_search.stats import Counters
+
+
+class CachedModel(Protocol):
+    """What the decoder needs of its backend (:class:`~rain_search.backends.hf.HFBackend`)."""
+
+    eos_token_ids: frozenset[int]
+
+    @property
+    def device(self) -> torch.device: ...
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        cache: DynamicCache,
+        *,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor,
+    ) -> torch.Tensor:
+        """(batch, 1) tokens on rows padded to one cache length; (batch, vocab) log-probs.
+
+        ``attention_mask`` (batch, cached + 1) hides each row's padding,
+        ``position_ids`` (batch, 1) give its true position.
+        """
+        ...
+
+    def ends_clause(self, token: int) -> bool: ...
 
 
 @dataclass(eq=False)
@@ -74,7 +101,7 @@ class SlotDecoder:
     and returns the expansions that finished with it.
     """
 
-    def __init__(self, backend: HFBackend) -> None:
+    def __init__(self, backend: CachedModel) -> None:
         self.backend = backend
         self.rows: list[Row] = []
         self.cache = DynamicCache()
@@ -94,8 +121,8 @@ class SlotDecoder:
         counters: Counters,
     ) -> Job:
         """Start expanding the last node of ``path``; the job's ``result`` is set when done."""
-        backend, leaf = self.backend, path[-1]
-        first, greedy = backend._first_tokens(leaf.next_log_probs, request)
+        leaf = path[-1]
+        first, greedy = first_tokens(leaf.next_log_probs, request)
         job = Job(
             request=request,
             generator=generator,
@@ -179,7 +206,7 @@ class SlotDecoder:
         children = [i for i in indices if i < job.n_children]
         if children and job.step < job.length:
             greedy = torch.tensor(job.greedy, device=backend.device, dtype=torch.bool)
-            picks, picked = backend._choose(
+            picks, picked = choose(
                 log_probs[: job.n_children], job.first, greedy, request, job.step, job.generator
             )
             for row in range(job.n_children):
@@ -191,7 +218,9 @@ class SlotDecoder:
             dist = log_probs[indices.index(job.n_children)][None]
             token = int(sample_top_k(dist, 0, request.rollout_temperature, job.generator)[0])
             tokens.append(token)
-            if not backend._rollout_ends(token, len(tokens), request):
+            if not rollout_ends(
+                token, len(tokens), request, backend.eos_token_ids, backend.ends_clause
+            ):
                 drawn.append((job.n_children, token))
         return drawn
 
@@ -222,7 +251,8 @@ class SlotDecoder:
             for row in range(job.n_children)
         ]
         rollout = tuple(job.tokens[-1]) if job.rollout else ()
-        job.result = Expansion(self.backend._distinct(proposals, job.request), rollout)
+        kept = distinct(proposals, job.request, self.backend.eos_token_ids, trim_state)
+        job.result = Expansion(kept, rollout)
 
     def _count(self, batch: int) -> None:
         """Each search pays one call and its own rows (the backend counted the whole call)."""

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from rain_search.search import TreeSearch
+from rain_search.policy import TreeSearch
+from rain_search.search import steps_alone
 from rain_search.tree import count_nodes
 
 
@@ -15,7 +16,7 @@ def test_live_nodes_and_cached_tokens_stay_bounded(generator) -> None:
     # Each step runs at most T + min_fresh iterations, each adding at most max_children nodes.
     node_bound = 1 + (config.max_iterations + config.min_fresh_iterations) * config.max_children
     longest_set = max(config.token_set_schedule)
-    for step in search.steps(prompt_ids):
+    for step in steps_alone(search, prompt_ids):
         root = search.root
         nodes = count_nodes(root)
         cached = sum(node.state.kv[0][0].shape[-2] for node in root.walk() if node is not root)
