@@ -175,7 +175,8 @@ def test_guard_wraps_a_tool_and_composes_in_lcel(generator, no_e) -> None:
     call = {"name": "lookup", "args": {"query": "x"}, "id": "call-1", "type": "tool_call"}
     message = guarded.invoke(call)
     assert message.content == "[removed]" and message.tool_call_id == "call-1"
-    assert message.artifact == {"score": -1.0, "action": "replace"}
+    assert message.response_metadata["rain_guard"] == {"score": -1.0, "action": "replace"}
+    assert message.artifact is None  # the tool's own artifact (it has none) is kept
     chain = lookup | RainGuard(evaluator=lambda t: 1.0)
     assert chain.invoke({"query": "x"}) == "result for x"
 
