@@ -12,6 +12,7 @@ from pydantic import Field
 
 from rain_integrations._identity import check_cacheable, identifying_params
 from rain_integrations._params import RainParams, unalias
+from rain_integrations.langchain.configurable import configurable, is_setting
 
 
 class LangChainRain(RainParams):
@@ -41,6 +42,13 @@ class LangChainRain(RainParams):
     def _cache_in_use(self) -> bool:
         cache = self.cache  # type: ignore[attr-defined]
         return isinstance(cache, BaseCache) or (cache is not False and get_llm_cache() is not None)
+
+    def configurable_fields(self, **kwargs: Any) -> Any:
+        """Search settings (``max_new_tokens``, ``seed``, ``preset``, any RainConfig field,
+        ``system``) are configurable per run as well as the pydantic fields."""
+        if not any(is_setting(name) for name in kwargs):
+            return super().configurable_fields(**kwargs)  # type: ignore[misc]
+        return configurable(self, kwargs)
 
     def _step_chunk(self, step: Any) -> Any:
         raise NotImplementedError

@@ -35,10 +35,15 @@ class RainLLM(LangChainRain, BaseLLM):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> LLMResult:
-        generations = []
-        for prompt in prompts:
-            chunks = list(self._stream(prompt, stop, run_manager, **kwargs))
-            generations.append([_merge(chunks)])
+        """All prompts' searches start at once, so the engine runs them side by side and
+        they share its forward calls (as ``RainGenerator.generate_batch`` does); the
+        answers are read in order."""
+        streams = [self.open_stream(prompt, stop, kwargs).start() for prompt in prompts]
+        try:
+            generations = [[_merge(list(self._chunks(s, run_manager)))] for s in streams]
+        finally:
+            for stream in streams:
+                stream.close()  # a failed answer stops the others' searches too
         return LLMResult(generations=generations, llm_output=self._llm_output(generations))
 
     async def _agenerate(
@@ -48,10 +53,15 @@ class RainLLM(LangChainRain, BaseLLM):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> LLMResult:
+        streams = [self.open_stream(prompt, stop, kwargs).start() for prompt in prompts]
         generations = []
-        for prompt in prompts:
-            chunks = [chunk async for chunk in self._astream(prompt, stop, run_manager, **kwargs)]
-            generations.append([_merge(chunks)])
+        try:
+            for stream in streams:
+                chunks = [chunk async for chunk in self._achunks(stream, run_manager)]
+                generations.append([_merge(chunks)])
+        finally:
+            for stream in streams:
+                stream.close()
         return LLMResult(generations=generations, llm_output=self._llm_output(generations))
 
     def _stream(
