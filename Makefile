@@ -56,6 +56,7 @@ examples: $(STAMP)
 	$(BIN)/python examples/langchain_lcel_chain.py
 	$(BIN)/python examples/llama_index_rag.py
 	$(BIN)/python examples/guarded_agent_tool.py
+	$(BIN)/python examples/llama_index_agent.py
 
 # Benchmarks write tables to stdout and JSON + PNG to benchmarks/results/.
 # `bench` is the short version (about 14 minutes on 2 cores); `bench-full` the one in the README.
