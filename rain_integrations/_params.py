@@ -24,7 +24,7 @@ from rain_search.templates import EvalTemplate, load_template
 ALIASES = {"max_tokens": "max_new_tokens", "stop": "stop_sequences"}
 """The names LangChain's and LlamaIndex's standard parameters use for our fields."""
 CONFIG_FIELDS = frozenset(RainConfig.model_fields)
-CALL_OPTIONS = frozenset({"system"})
+CALL_OPTIONS = frozenset({"system", "preset"})
 
 
 def unalias(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -205,22 +205,24 @@ class RainParams(BaseModel):
         """The system message and configuration of one call.
 
         ``stop`` adds to the configured stop sequences; keyword arguments may be
-        ``system``, any RainConfig field, or ``max_tokens`` / ``stop``. Anything
-        else is an error, so no option is silently ignored.
+        ``system``, ``preset`` (a named configuration instead of this adapter's),
+        any RainConfig field, or ``max_tokens`` / ``stop``. Anything else is an
+        error, so no option is silently ignored.
         """
         kwargs = unalias(kwargs)
         refuse_unsupported(kwargs)
         unknown = sorted(set(kwargs) - CONFIG_FIELDS - CALL_OPTIONS)
         if unknown:
             raise ConfigError(
-                f"unknown option(s) {unknown} for a RAIN call; use 'system' or RainConfig "
-                f"fields such as max_new_tokens, seed, temperature, max_iterations"
+                f"unknown option(s) {unknown} for a RAIN call; use 'system', 'preset' or "
+                "RainConfig fields such as max_new_tokens, seed, temperature, max_iterations"
             )
         overrides = {key: value for key, value in kwargs.items() if key in CONFIG_FIELDS}
+        own = self.config if kwargs.get("preset") is None else RainConfig.preset(kwargs["preset"])
         if stop:
-            base = overrides.get("stop_sequences", self.config.stop_sequences)
+            base = overrides.get("stop_sequences", own.stop_sequences)
             overrides["stop_sequences"] = tuple(base) + tuple(stop)
-        config = self.config.merged(**overrides) if overrides else self.config
+        config = own.merged(**overrides) if overrides else own
         return kwargs.get("system", self.system), config
 
 

@@ -36,5 +36,9 @@ class Cancelled(RainError):
     """The caller cancelled the generation (a closed stream, a cancelled task)."""
 
 
+class Unsupported(RainError, NotImplementedError):
+    """A feature the model or the search does not have; the message says what to use instead."""
+
+
 class MissingExtra(RainError, ImportError):
     """An optional part is not installed; the message names the extra that brings it."""

@@ -24,7 +24,7 @@ from rain_search.backends.judge import HFJudge
 from rain_search.backends.reencode import ReencodeJudge
 from rain_search.errors import ConfigError, EvaluatorError
 from rain_search.stats import Counters
-from rain_search.templates import EvalTemplate, load_template
+from rain_search.templates import EvalTemplate, load_template, template_identity
 
 
 @runtime_checkable
@@ -55,6 +55,15 @@ class CachedEvaluator:
     """Base class: score caching by (prompt, response) and validation of every score."""
 
     name = "evaluator"
+
+    @property
+    def identity(self) -> str | None:
+        """What fixes this judge's scores, stable across processes (None: nothing does).
+
+        A framework's answer cache keys on it: two judges with one identity must
+        score alike, or a cached answer made under one would be served for the other.
+        """
+        return None
 
     def __init__(self, cache_size: int = 20_000) -> None:
         self.counters = Counters()
@@ -106,9 +115,15 @@ class FunctionEvaluator(CachedEvaluator):
         super().__init__()
         self.fn = fn
         self.name = name or f"evaluator function {getattr(fn, '__name__', repr(fn))!r}"
+        self._identity = f"function:{name}" if name else qualified_name(fn)
         self._takes_prompt = (
             _required_positional(fn) >= 2 if takes_prompt is None else bool(takes_prompt)
         )
+
+    @property
+    def identity(self) -> str | None:
+        """The ``name`` given, else the function's ``module.qualname`` (None for a lambda)."""
+        return self._identity
 
     def score_uncached(self, prompt: str, responses: Sequence[str]) -> list[float]:
         scores = []
@@ -138,6 +153,7 @@ class TemplateEvaluator(CachedEvaluator):
         self.swap_labels = swap_labels
         self.name = f"{type(self).__name__}({self.template.name})"
         self._judge: HFJudge | None = None
+        self._judge_model: str | None = None  # a second model's name; None for self
 
     def bind(
         self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *, kv_cache: bool = True
@@ -148,6 +164,8 @@ class TemplateEvaluator(CachedEvaluator):
         (the benchmarks' baseline).
         """
         judge = HFJudge if kv_cache else ReencodeJudge
+        if not isinstance(self, SelfEvaluator):  # the generator's model names itself
+            self._judge_model = str(getattr(model, "name_or_path", "") or type(model).__name__)
         self._judge = judge(
             model,
             tokenizer,
@@ -156,6 +174,14 @@ class TemplateEvaluator(CachedEvaluator):
             votes=self.votes,
             swap_labels=self.swap_labels,
         )
+
+    @property
+    def identity(self) -> str:
+        """The template (by content), the voting rule and, for a second model, its name."""
+        parts = [template_identity(self.template), f"votes={self.votes}"]
+        parts += [] if self.swap_labels else ["one order"]
+        parts += [] if self._judge_model is None else [f"model={self._judge_model}"]
+        return f"{type(self).__name__}({', '.join(parts)})"
 
     def warm_up(self) -> None:
         """Encode the template's fixed part now rather than on the first judgment."""
@@ -231,6 +257,28 @@ def make_evaluator(
         f"unknown evaluator {spec!r}; use 'self', an Evaluator instance, or a callable "
         "returning a score in [-1, 1]"
     )
+
+
+def qualified_name(fn: object) -> str | None:
+    """``module.qualname`` of a function or class defined at module level, else None.
+
+    A lambda or a function made inside another one has no name that tells it
+    apart from its siblings (two ``<lambda>`` in one module), so it has none here.
+    """
+    module = getattr(fn, "__module__", None)
+    qualname = getattr(fn, "__qualname__", None)
+    if not isinstance(module, str) or not isinstance(qualname, str):
+        return None
+    if "<" in qualname:  # <lambda>, <locals>
+        return None
+    return f"{module}.{qualname}"
+
+
+def evaluator_identity(evaluator: object) -> str | None:
+    """The :attr:`CachedEvaluator.identity` of any judge (an ``identity`` attribute of
+    your own class counts), or None when it has none."""
+    identity = getattr(evaluator, "identity", None)
+    return identity if isinstance(identity, str) and identity else None
 
 
 def _check_votes(votes: str) -> str:

@@ -14,6 +14,7 @@ and defanged so it cannot forge an option line or the answer prefix.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Mapping
@@ -282,6 +283,13 @@ def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
 
 
 _Dumper.add_representer(str, _represent_str)
+
+
+def template_identity(template: EvalTemplate) -> str:
+    """The template's name and a digest of its whole content: two files that share a
+    name but word the question differently judge differently, so they differ here."""
+    digest = hashlib.sha256(template.model_dump_json().encode()).hexdigest()[:16]
+    return f"{template.name}@{digest}"
 
 
 def dump_template(template: EvalTemplate) -> str:

@@ -42,6 +42,7 @@ def test_a_missing_extra_names_the_pip_command() -> None:
     [
         ("langchain_core", "import rain_integrations.langchain", "langchain"),
         ("llama_index", "import rain_integrations.llama_index", "llama-index"),
+        ("langchain", "from rain_integrations.langchain import RainGuardMiddleware", "agents"),
         (
             "sentence_transformers",
             "from rain_search.embeddings import load_minilm; load_minilm()",

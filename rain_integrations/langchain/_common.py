@@ -5,10 +5,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+from langchain_core.caches import BaseCache
+from langchain_core.globals import get_llm_cache
 from langchain_core.language_models.base import LangSmithParams
 from pydantic import Field
 
+from rain_integrations._identity import check_cacheable, identifying_params
 from rain_integrations._params import RainParams, unalias
+from rain_integrations.langchain.configurable import configurable, is_setting
 
 
 class LangChainRain(RainParams):
@@ -23,6 +27,28 @@ class LangChainRain(RainParams):
         description="LangChain's streaming flag. RAIN always decodes step by step and tells "
         "callbacks each committed set, so invoke behaves the same either way.",
     )
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        """The answer cache's key: model, judge, embedder, system message, every setting.
+
+        With a cache in use, a judge that has no stable name is an error here
+        rather than a key that another judge could share.
+        """
+        if self._cache_in_use():
+            check_cacheable(self)
+        return identifying_params(self)
+
+    def _cache_in_use(self) -> bool:
+        cache = self.cache  # type: ignore[attr-defined]
+        return isinstance(cache, BaseCache) or (cache is not False and get_llm_cache() is not None)
+
+    def configurable_fields(self, **kwargs: Any) -> Any:
+        """Search settings (``max_new_tokens``, ``seed``, ``preset``, any RainConfig field,
+        ``system``) are configurable per run as well as the pydantic fields."""
+        if not any(is_setting(name) for name in kwargs):
+            return super().configurable_fields(**kwargs)  # type: ignore[misc]
+        return configurable(self, kwargs)
 
     def _step_chunk(self, step: Any) -> Any:
         raise NotImplementedError

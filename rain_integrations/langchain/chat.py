@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any, NoReturn
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
@@ -13,6 +13,7 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 
 from rain_integrations._params import chat_messages, search_metadata, token_usage
 from rain_integrations.langchain._common import LangChainRain
+from rain_search.errors import Unsupported
 
 ROLES = {"system": "system", "human": "user", "ai": "assistant", "tool": "user"}
 
@@ -29,9 +30,25 @@ class ChatRain(LangChainRain, BaseChatModel):
     def _llm_type(self) -> str:
         return "rain-chat"
 
-    @property
-    def _identifying_params(self) -> dict[str, Any]:
-        return {"model_name": self.model_name, **self.config.model_dump()}
+    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> NoReturn:
+        """Not supported: say why, and what guards an agent instead."""
+        raise Unsupported(
+            f"ChatRain cannot call tools: the RAIN search writes plain text, and "
+            f"{self.model_name}'s chat template has no tool-call format. Give the agent a "
+            "tool-calling chat model and guard it with RAIN: "
+            "create_agent(model, tools, middleware=[RainGuardMiddleware(...)]) judges every "
+            "tool result (and, with apply_to_output=True, the answers), or wrap single tools "
+            "with RainGuard(...).wrap_tool(tool)"
+        )
+
+    def with_structured_output(self, schema: Any, **kwargs: Any) -> NoReturn:
+        """Not supported: say why, and what works instead."""
+        raise Unsupported(
+            "ChatRain has no structured output: the RAIN search writes plain text and cannot "
+            "be held to a schema or a tool call. Use a chat model with structured output for "
+            "that step (RainGuard can judge its text), or parse ChatRain's text yourself, "
+            "e.g. ChatRain(...) | PydanticOutputParser(pydantic_object=schema)"
+        )
 
     def _generate(
         self,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
@@ -28,15 +28,6 @@ class RainLLM(LangChainRain, BaseLLM):
     def _llm_type(self) -> str:
         return "rain"
 
-    @property
-    def _identifying_params(self) -> Mapping[str, Any]:
-        return {
-            "model_name": self.model_name,
-            "template": (self.template.name if self.template else None),
-            "evaluator": _describe(self.evaluator),
-            **self.config.model_dump(),
-        }
-
     def _generate(
         self,
         prompts: list[str],
@@ -44,10 +35,15 @@ class RainLLM(LangChainRain, BaseLLM):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> LLMResult:
-        generations = []
-        for prompt in prompts:
-            chunks = list(self._stream(prompt, stop, run_manager, **kwargs))
-            generations.append([_merge(chunks)])
+        """All prompts' searches start at once, so the engine runs them side by side and
+        they share its forward calls (as ``RainGenerator.generate_batch`` does); the
+        answers are read in order."""
+        streams = [self.open_stream(prompt, stop, kwargs).start() for prompt in prompts]
+        try:
+            generations = [[_merge(list(self._chunks(s, run_manager)))] for s in streams]
+        finally:
+            for stream in streams:
+                stream.close()  # a failed answer stops the others' searches too
         return LLMResult(generations=generations, llm_output=self._llm_output(generations))
 
     async def _agenerate(
@@ -57,10 +53,15 @@ class RainLLM(LangChainRain, BaseLLM):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> LLMResult:
+        streams = [self.open_stream(prompt, stop, kwargs).start() for prompt in prompts]
         generations = []
-        for prompt in prompts:
-            chunks = [chunk async for chunk in self._astream(prompt, stop, run_manager, **kwargs)]
-            generations.append([_merge(chunks)])
+        try:
+            for stream in streams:
+                chunks = [chunk async for chunk in self._achunks(stream, run_manager)]
+                generations.append([_merge(chunks)])
+        finally:
+            for stream in streams:
+                stream.close()
         return LLMResult(generations=generations, llm_output=self._llm_output(generations))
 
     def _stream(
@@ -105,9 +106,3 @@ def _merge(chunks: list[GenerationChunk]) -> Generation:
     return Generation(
         text="".join(c.text for c in chunks), generation_info=chunks[-1].generation_info
     )
-
-
-def _describe(evaluator: Any) -> str:
-    if evaluator is None or isinstance(evaluator, str):
-        return evaluator or "self"
-    return getattr(evaluator, "name", None) or type(evaluator).__name__

@@ -1,7 +1,7 @@
 """``rain serve --ray``: the same app as a Ray Serve deployment, one model per replica.
 
 Each replica builds its own generator from a picklable factory (the command
-line's :class:`~rain_search.cli.GeneratorSpec`, or any module-level callable)
+line's :class:`~rain_search.spec.GeneratorSpec`, or any module-level callable)
 and serves the app :func:`~rain_integrations.server.build_app` makes, so the
 endpoints, limits and errors are the ones of the single-process server. Each
 replica's own gate answers 429 when it is full, so Serve's
@@ -144,7 +144,7 @@ def app_builder(args: dict[str, str]) -> Any:
     (``preset=fast replicas=2 gpus_per_replica=1``); ``api_key`` defaults to
     ``$RAIN_API_KEY``.
     """
-    from rain_search.cli import GeneratorSpec
+    from rain_search.spec import GeneratorSpec
 
     unknown = sorted(set(args) - set(BUILDER_ARGS))
     if unknown:

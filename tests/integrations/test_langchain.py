@@ -163,6 +163,13 @@ def test_guard_regenerates_with_rain(generator, no_e) -> None:
     assert "e" not in out["text"] or out["text"] == "[removed]"
 
 
+def test_guard_regenerates_the_same_way_under_ainvoke(generator, no_e) -> None:
+    llm = RainLLM.from_generator(generator, max_new_tokens=6)
+    guard = RainGuard(llm=llm, evaluator=no_e, policy="regenerate", replacement="[removed]")
+    page = {"text": "eeee", "prompt": "say something"}
+    assert asyncio.run(guard.ainvoke(page)) == guard.invoke(page)
+
+
 def test_guard_wraps_a_tool_and_composes_in_lcel(generator, no_e) -> None:
     @tool
     def lookup(query: str) -> str:
@@ -175,7 +182,8 @@ def test_guard_wraps_a_tool_and_composes_in_lcel(generator, no_e) -> None:
     call = {"name": "lookup", "args": {"query": "x"}, "id": "call-1", "type": "tool_call"}
     message = guarded.invoke(call)
     assert message.content == "[removed]" and message.tool_call_id == "call-1"
-    assert message.artifact == {"score": -1.0, "action": "replace"}
+    assert message.response_metadata["rain_guard"] == {"score": -1.0, "action": "replace"}
+    assert message.artifact is None  # the tool's own artifact (it has none) is kept
     chain = lookup | RainGuard(evaluator=lambda t: 1.0)
     assert chain.invoke({"query": "x"}) == "result for x"
 

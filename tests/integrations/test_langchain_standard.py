@@ -35,6 +35,14 @@ class Standard:
         return PARAMS
 
     @property
+    def has_tool_calling(self) -> bool:
+        return False  # bind_tools exists only to say so (and where to go instead)
+
+    @property
+    def has_structured_output(self) -> bool:
+        return False
+
+    @property
     def standard_chat_model_params(self) -> dict[str, Any]:
         params = dict(super().standard_chat_model_params)
         # A local model has no transient network failures to retry and no API key;

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +26,25 @@ def test_core_imports_no_framework() -> None:
 def test_the_cli_and_the_adapters_import_no_server_framework() -> None:
     modules = imported_after("import rain_search.cli, rain_integrations.langchain")
     assert not {"fastapi", "uvicorn", "starlette"} & modules
+
+
+def test_the_core_never_imports_its_adapters() -> None:
+    """Not at run time, and not in its source (TYPE_CHECKING imports included)."""
+    assert "rain_integrations" not in imported_after("import rain_search.cli, rain_search.spec")
+    for path in sorted((ROOT / "rain_search").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            bad = [name for name in names if name.split(".")[0] == "rain_integrations"]
+            assert not bad, f"{path.relative_to(ROOT)} imports {bad}"
+
+
+def test_the_adapters_commands_join_the_rain_command() -> None:
+    from rain_search.cli import build_parser
+
+    commands = build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    assert {"generate", "compare", "templates", "serve", "batch"} <= set(commands)
 
 
 def test_each_adapter_imports_only_its_framework() -> None:

@@ -14,8 +14,9 @@ import threading
 import httpx
 import pytest
 
-from rain_search.cli import GeneratorSpec, main
+from rain_search.cli import main
 from rain_search.errors import ConfigError
+from rain_search.spec import GeneratorSpec
 
 # Read when ray is imported: without them a local node also listens on every address.
 RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}

@@ -1,0 +1,182 @@
+"""The ``rain serve`` and ``rain batch`` subcommands, added to the core's ``rain`` command.
+
+They need the server and batch parts of this package (and FastAPI, uvicorn or
+Ray, loaded only when a command runs), so they live here; the core's
+command line finds :func:`add_serve` and :func:`add_batch` through the
+``rain_search.commands`` entry points declared in ``pyproject.toml`` and never
+imports this package itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import TYPE_CHECKING
+
+from rain_search.cli import add_model_options, make_generator
+from rain_search.extras import require
+from rain_search.spec import GeneratorSpec
+
+if TYPE_CHECKING:
+    from rain_integrations.batch.local import BatchSummary
+
+Commands = argparse._SubParsersAction
+
+
+def add_serve(commands: Commands) -> None:
+    serve = commands.add_parser(
+        "serve", help="an OpenAI-compatible HTTP server (needs the 'serve' extra)"
+    )
+    add_model_options(serve)
+    add_serve_options(serve)
+    add_ray_options(serve, "replicas", "copies of the model")
+    serve.set_defaults(run=run_serve)
+
+
+def add_batch(commands: Commands) -> None:
+    batch = commands.add_parser(
+        "batch", help="answer every prompt of a .jsonl file into a folder (resumable)"
+    )
+    batch.add_argument("input", help="prompts, one JSON object a line: prompt or messages")
+    batch.add_argument("output", help="folder for results.jsonl and errors.jsonl")
+    add_model_options(batch)
+    add_ray_options(batch, "actors", "actors that each hold a model")
+    batch.set_defaults(run=run_batch)
+
+
+def add_ray_options(parser: argparse.ArgumentParser, units: str, what: str) -> None:
+    """``--ray``, where the cluster is, and the pool of model holders (replicas or actors)."""
+    unit = units.removesuffix("s")
+    parser.add_argument(
+        "--ray", action="store_true", help="run on a Ray cluster (needs the 'ray' extra)"
+    )
+    parser.add_argument(
+        "--ray-address",
+        help="an existing Ray cluster to join, e.g. auto (default: start a local one)",
+    )
+    parser.add_argument(f"--{units}", type=int, default=1, help=f"with --ray: {what} (1)")
+    for kind, default in (("cpus", 1.0), ("gpus", 0.0)):
+        parser.add_argument(
+            f"--{kind}-per-{unit}",
+            type=float,
+            default=default,
+            help=f"with --ray: {kind.upper()} per {unit} ({default:g})",
+        )
+
+
+def add_serve_options(parser: argparse.ArgumentParser) -> None:
+    """Where ``rain serve`` listens, who may call it and how much it takes on."""
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default: 127.0.0.1, this machine only)",
+    )
+    parser.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get("RAIN_API_KEY"),
+        help="require 'Authorization: Bearer KEY' on /v1 routes (default: $RAIN_API_KEY)",
+    )
+    parser.add_argument(
+        "--model-name", help="the name clients send as 'model' (default: the model's name)"
+    )
+    parser.add_argument(
+        "--max-prompt-tokens", type=int, default=4096, help="longest prompt (default: 4096)"
+    )
+    parser.add_argument(
+        "--max-tokens", type=int, default=512, help="largest max_tokens a request may ask (512)"
+    )
+    parser.add_argument(
+        "--max-concurrent",
+        type=int,
+        default=8,
+        help="searches run at once, sharing forward calls (default: 8)",
+    )
+    parser.add_argument(
+        "--max-queue",
+        type=int,
+        default=8,
+        help="searches that may wait for a slot; more get 429 (default: 8)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=300.0,
+        help="seconds one answer may take; the answer so far is returned (default: 300)",
+    )
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """Load the model, then serve it until interrupted."""
+    require("fastapi", "serve", "rain serve")
+    require("uvicorn", "serve", "rain serve")
+    from rain_integrations.server.limits import ServerLimits
+    from rain_integrations.server.main import serve
+    from rain_search.models import EMBEDDED_MODEL_NAME
+
+    limits = ServerLimits(
+        max_prompt_tokens=args.max_prompt_tokens,
+        max_tokens=args.max_tokens,
+        max_concurrent=args.max_concurrent,
+        max_queue=args.max_queue,
+        timeout=args.timeout,
+    )
+    name = args.model_name or args.model or EMBEDDED_MODEL_NAME
+    if args.ray:
+        from rain_integrations.server.ray_serve import Replicas, serve_with_ray
+
+        replicas = Replicas(args.replicas, gpus=args.gpus_per_replica, cpus=args.cpus_per_replica)
+        serve_with_ray(
+            GeneratorSpec.from_args(args),
+            replicas=replicas,
+            host=args.host,
+            port=args.port,
+            api_key=args.api_key,
+            limits=limits,
+            model_name=name,
+            address=args.ray_address,
+        )
+        return 0
+    serve(
+        make_generator(args),
+        host=args.host,
+        port=args.port,
+        api_key=args.api_key,
+        limits=limits,
+        model_name=name,
+        quiet=args.quiet,
+    )
+    return 0
+
+
+def run_batch(args: argparse.Namespace) -> int:
+    """Answer the rows not yet in the output folder; bad rows go to errors.jsonl."""
+    from pathlib import Path
+
+    show = None if args.quiet else batch_progress
+    source, folder = Path(args.input), Path(args.output)
+    if args.ray:
+        from rain_integrations.batch.ray_data import ActorPool, run_ray
+        from rain_integrations.ray_cluster import start_ray
+
+        pool = ActorPool(args.actors, cpus=args.cpus_per_actor, gpus=args.gpus_per_actor)
+        start_ray(args.ray_address, loopback=True, purpose="rain batch --ray")
+        summary = run_ray(GeneratorSpec.from_args(args), source, folder, pool=pool, on_row=show)
+    else:
+        from rain_integrations.batch import run_local
+
+        summary = run_local(make_generator(args), source, folder, on_row=show)
+    print(
+        f"rain: batch: {summary.answered} answered, {summary.errors} errors, "
+        f"{summary.skipped} already done; see {args.output}/results.jsonl and errors.jsonl",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def batch_progress(line: int, summary: BatchSummary) -> None:
+    print(
+        f"rain: line {line} done ({summary.answered} answered, {summary.errors} errors)",
+        file=sys.stderr,
+    )
