@@ -189,7 +189,14 @@ def add_serve_options(parser: argparse.ArgumentParser) -> None:
         "--timeout",
         type=float,
         default=300.0,
-        help="seconds one answer may take; the answer so far is returned (default: 300)",
+        help="seconds one answer may take once it has a slot; past it the request fails "
+        "with 504 (default: 300)",
+    )
+    parser.add_argument(
+        "--max-wait",
+        type=float,
+        default=60.0,
+        help="seconds a request may wait for a slot; past it, 503 (default: 60)",
     )
 
 
@@ -247,6 +254,7 @@ def run_serve(args: argparse.Namespace) -> int:
         max_concurrent=args.max_concurrent,
         max_queue=args.max_queue,
         timeout=args.timeout,
+        max_wait=args.max_wait,
     )
     name = args.model_name or args.model or EMBEDDED_MODEL_NAME
     if args.ray:

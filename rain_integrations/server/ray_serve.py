@@ -134,6 +134,7 @@ BUILDER_ARGS: dict[str, type] = {
     "max_concurrent": int,
     "max_queue": int,
     "timeout": float,
+    "max_wait": float,
 }
 
 
