@@ -288,8 +288,11 @@ def run_batch(args: argparse.Namespace) -> int:
     """Answer the rows not yet in the output folder; bad rows go to errors.jsonl."""
     from pathlib import Path
 
+    from rain_integrations.batch import check_paths
+
     show = None if args.quiet else batch_progress
     source, folder = Path(args.input), Path(args.output)
+    check_paths(source, folder)  # before a model loads for minutes
     if args.ray:
         from rain_integrations.batch.ray_data import ActorPool, run_ray
         from rain_integrations.ray_cluster import start_ray
