@@ -25,6 +25,7 @@ from rain_integrations.server.calls import prepare
 from rain_integrations.server.errors import APIError, error_body, install_handlers
 from rain_integrations.server.generators import Generators, GeneratorSource
 from rain_integrations.server.limits import GateFull, SearchGate, ServerLimits
+from rain_integrations.server.memory import trim_heap
 from rain_integrations.server.runner import SearchRun
 from rain_integrations.server.schemas import ChatRequest, CompletionRequest
 from rain_integrations.server.shapes import DONE, HEARTBEAT, Reply, sse
@@ -44,9 +45,10 @@ class ServerState:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def record(self, run: SearchRun) -> None:
-        """Called on a search's own thread when it ends."""
+        """Called on a search's own thread when it ends: count it, give its memory back."""
         with self._lock:
             self.outcomes[run.outcome] += 1
+        trim_heap()
 
 
 def build_app(

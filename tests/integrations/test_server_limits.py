@@ -238,3 +238,25 @@ def test_an_answer_cut_by_the_requests_own_budget_is_its_answer_so_far(generator
     assert reply.status_code == 200, reply.text
     assert reply.json()["rain"]["finish_reason"] == "budget"
     assert reply.json()["choices"][0]["finish_reason"] == "length"
+
+
+# -- memory ------------------------------------------------------------------------------
+
+
+def test_each_finished_search_gives_freed_heap_memory_back(client, monkeypatch) -> None:
+    from rain_integrations.server import app as app_module
+
+    trims: list[int] = []
+    monkeypatch.setattr(app_module, "trim_heap", lambda: trims.append(1) or True)
+    assert client.post("/v1/chat/completions", json=body()).is_success
+    streamed = client.post("/v1/chat/completions", json={**body(), "stream": True})
+    assert streamed.text.rstrip().endswith("[DONE]")
+    assert trims == [1, 1]
+
+
+def test_the_heap_can_be_trimmed_on_this_system() -> None:
+    import platform
+
+    from rain_integrations.server.memory import trim_heap
+
+    assert trim_heap() is (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc")
