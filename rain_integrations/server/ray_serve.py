@@ -250,6 +250,7 @@ def app_builder(args: dict[str, str]) -> Any:
         api_key=None if api_key is None else str(api_key),
         limits=ServerLimits(**values),
         model_name=str(model_name),
+        loopback=False,  # `serve run` may join any cluster: its network settings apply
     )
 
 

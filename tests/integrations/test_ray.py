@@ -120,6 +120,17 @@ def test_two_serve_replicas_answer_concurrent_requests(cluster, spec) -> None:
     assert open_addresses <= {"127.0.0.1"}, open_addresses
 
 
+def model_replicas() -> list:
+    """The model replicas' processes (Ray titles them ``ray::ServeReplica:rain:rain``)."""
+    import psutil
+
+    return [
+        child
+        for child in psutil.Process().children(recursive=True)
+        if "ServeReplica:rain:rain" in " ".join(child.cmdline())
+    ]
+
+
 SLOW_STEPS = {"max_iterations": 300, "min_fresh_iterations": 300, "early_stop_visits": 10_000}
 """Long enough steps that a replica is killed while it is still answering."""
 
@@ -127,8 +138,6 @@ SLOW_STEPS = {"max_iterations": 300, "min_fresh_iterations": 300, "early_stop_vi
 def test_a_killed_replica_costs_no_cut_answer_and_the_deployment_recovers(cluster, spec) -> None:
     """Every request ends whole or in an OpenAI-shaped error; then two replicas serve again."""
     import signal
-
-    from ray.util.state import list_actors
 
     from rain_integrations.server.limits import ServerLimits
     from rain_integrations.server.ray_serve import Replicas, serve_with_ray
@@ -156,13 +165,9 @@ def test_a_killed_replica_costs_no_cut_answer_and_the_deployment_recovers(cluste
     for asker in askers:
         asker.start()
     wait_for(lambda: httpx.get("http://127.0.0.1:8766/health").json()["running"] > 0, 60)
-    replicas = [
-        actor
-        for actor in list_actors(filters=[("state", "=", "ALIVE")])
-        if actor.class_name.endswith("RainReplica")
-    ]
+    replicas = model_replicas()
     assert len(replicas) == 2
-    os.kill(replicas[0].pid, signal.SIGKILL)
+    replicas[0].send_signal(signal.SIGKILL)
     for asker in askers:
         asker.join(300)
     outcomes = []
