@@ -1,4 +1,4 @@
-"""The Ray paths on one local loopback cluster (about 45 s): Serve replicas, Ray Data batch.
+"""The Ray paths on one local loopback cluster: Serve replicas (and one killed), Ray Data batch.
 
 Workers import the deployment and actor code from the installed package, so
 the generator is described by a picklable :class:`GeneratorSpec` of the tiny
@@ -124,10 +124,11 @@ def model_replicas() -> list:
     """The model replicas' processes (Ray titles them ``ray::ServeReplica:rain:rain``)."""
     import psutil
 
+    titles = {child: " ".join(child.cmdline()) for child in psutil.Process().children(True)}
     return [
         child
-        for child in psutil.Process().children(recursive=True)
-        if "ServeReplica:rain:rain" in " ".join(child.cmdline())
+        for child, title in titles.items()
+        if "ServeReplica:rain:rain" in title and "ServeReplica:rain:rain-front" not in title
     ]
 
 
