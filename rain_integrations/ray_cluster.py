@@ -15,8 +15,13 @@ def start_ray(address: str | None, *, loopback: bool, purpose: str) -> ModuleTyp
     ``loopback`` it listens on 127.0.0.1 only. Ray reads the setting that does
     this (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``) when it is first imported, so
     it is set before the import.
+
+    Ray's usage-stats reporting (which sends cluster metadata to Anyscale) is
+    turned off, ``RAY_USAGE_STATS_ENABLED=0``, unless the environment already
+    sets that variable: a user opts in with ``RAY_USAGE_STATS_ENABLED=1``.
     """
     local = address is None and loopback
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if local:
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     ray = require("ray", "ray", purpose)

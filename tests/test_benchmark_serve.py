@@ -35,3 +35,26 @@ def test_latency_percentiles() -> None:
     summary = serve.summarise([(float(s), 2) for s in range(1, 21)], wall=10.0)
     assert summary["p50_s"] == 10.5 and summary["p95_s"] == 19.0
     assert summary["requests_per_s"] == 2.0 and summary["tokens_per_s"] == 4.0
+
+
+def test_the_soak_benchmark_samples_the_servers_memory(model_dir, tmp_path, capsys) -> None:
+    from benchmarks import soak
+
+    args = ["--requests", "10", "--concurrency", "2", "--max-tokens", "4", "--sample-every", "5"]
+    assert soak.main([*args, "--model", model_dir, "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "soak.json").read_text())
+    assert [s["requests"] for s in report["samples"]] == [0, 5, 10]
+    assert all(s["rss_mb"] > 0 for s in report["samples"])
+    # requests 4 and 9 are streams (9 left after its first chunk); the rest plain
+    assert report["outcomes"] == {"200": 8, "stream": 1, "disconnected": 1}
+    assert report["settings"]["heap_trimmed"] is True
+    assert "growth per quarter" in capsys.readouterr().out
+
+
+def test_soak_summary_gives_growth_per_quarter() -> None:
+    from benchmarks import soak
+
+    samples = [{"requests": i, "rss_mb": 100.0 + 10 * i, "t_s": i} for i in range(9)]
+    summary = soak.summarise(samples)
+    assert summary["start_mb"] == 100 and summary["end_mb"] == 180 and summary["peak_mb"] == 180
+    assert [summary[f"growth_q{q}_mb"] for q in range(1, 5)] == [20, 20, 20, 20]

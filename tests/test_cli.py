@@ -52,7 +52,20 @@ def test_compare_prints_both_and_the_ratio(capsys, model_dir) -> None:
     code, out, _ = run(capsys, *args, "--max-new-tokens", "4", "--evaluator", "avoid:x", "--quiet")
     assert code == 0
     assert "=== vanilla ===" in out and "=== RAIN ===" in out
-    assert "RAIN / vanilla wall time:" in out
+    assert "RAIN / vanilla wall time per committed token:" in out
+
+
+def test_compare_reports_the_ratio_per_committed_token(capsys, model_dir) -> None:
+    args = ["compare", "Hi", "--model", model_dir, "--device", "cpu", "--preset", "fast"]
+    code, out, _ = run(capsys, *args, "--max-new-tokens", "4", "--evaluator", "avoid:x", "--json")
+    assert code == 0
+    report = json.loads(out)
+    rain, vanilla = report["rain"]["stats"], report["vanilla"]["stats"]
+    per_token = (rain["wall_time"] / rain["completion_tokens"]) / (
+        vanilla["wall_time"] / vanilla["completion_tokens"]
+    )
+    assert report["wall_time_per_token_ratio"] == pytest.approx(per_token)
+    assert report["wall_time_ratio"] == pytest.approx(rain["wall_time"] / vanilla["wall_time"])
 
 
 @pytest.mark.parametrize(

@@ -30,12 +30,37 @@ def python_blocks(page: Path) -> list[str]:
 def test_page_code_runs(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # blocks that write files write them here
     cap_answers(monkeypatch)
+    share_models(monkeypatch)
     namespace: dict[str, object] = {"__name__": f"docs_{page.stem}"}
     for number, block in enumerate(python_blocks(page), start=1):
         try:
             exec(compile(block, f"{page.name}:block{number}", "exec"), namespace)
         except Exception as exc:  # report which block of which page broke
             raise AssertionError(f"{page.name}, python block {number} failed: {exc!r}") from exc
+
+
+LOADED: dict[str, tuple[object, object]] = {}
+"""Models the pages loaded, by how they were asked for: loaded once for the whole run."""
+
+
+def share_models(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pages load the same embedded model again and again; the run loads it once.
+
+    A page only reads its model (generates, judges), so sharing cannot change
+    what a block does; it only saves the repeated loads.
+    """
+    from rain_search import models, search
+
+    load = models.load_model
+
+    def shared(model: object = None, **options: object) -> tuple[object, object]:
+        key = repr((model, sorted(options.items())))
+        if key not in LOADED:
+            LOADED[key] = load(model, **options)  # type: ignore[arg-type]
+        return LOADED[key]
+
+    monkeypatch.setattr(models, "load_model", shared)
+    monkeypatch.setattr(search, "load_model", shared)
 
 
 def cap_answers(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rain_integrations.batch.local import BatchSummary, run_local
+from rain_integrations.batch.local import BatchSummary, check_paths, run_local
 from rain_integrations.batch.rows import OutputFolder, read_rows
 
-__all__ = ["BatchSummary", "OutputFolder", "read_rows", "run_local"]
+__all__ = ["BatchSummary", "OutputFolder", "check_paths", "read_rows", "run_local"]

@@ -14,10 +14,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from rain_integrations.batch.local import BatchSummary, answer
+from rain_integrations.batch.local import BatchSummary, answer, check_paths
 from rain_integrations.batch.rows import (
     BadRow,
-    OutputFolder,
     Row,
     error_record,
     read_rows,
@@ -70,9 +69,7 @@ def run_ray(
 ) -> BatchSummary:
     """Answer the rows of ``source`` not yet in ``folder`` on ``pool`` actors."""
     ray_data = require("ray.data", "ray", "rain batch --ray")
-    if not source.is_file():
-        raise ConfigError(f"input file {str(source)!r} does not exist; give a .jsonl file")
-    out = OutputFolder(folder)
+    out = check_paths(source, folder)
     done = out.done_lines()
     summary, todo = BatchSummary(), []
     for row in read_rows(source):

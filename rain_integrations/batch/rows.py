@@ -135,13 +135,52 @@ def error_record(row: Row | BadRow, error: str) -> dict[str, Any]:
     return {"id": row.id, "line": row.line, "error": error}
 
 
+def check_source(source: Path) -> None:
+    """The input file can be read, or a :class:`ConfigError` saying why not."""
+    if not source.exists():
+        raise ConfigError(f"input file {str(source)!r} does not exist; give a .jsonl file")
+    if not source.is_file():
+        raise ConfigError(f"input {str(source)!r} is not a file; give a .jsonl file")
+    try:
+        with source.open("rb"):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"cannot read input file {str(source)!r}: {exc.strerror}") from exc
+
+
 class OutputFolder:
-    """``results.jsonl`` and ``errors.jsonl`` in one folder, appended one durable line at a time."""
+    """``results.jsonl`` and ``errors.jsonl`` in one folder, appended one durable line at a time.
+
+    Building it creates the folder and opens both files for appending, so an
+    output path that cannot be written (under a regular file, a file where
+    the folder should be, a ``results.jsonl`` that is a folder, no permission)
+    is a one-line :class:`ConfigError` now, before any model is loaded.
+    """
 
     def __init__(self, folder: Path) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
         self.results = folder / "results.jsonl"
         self.errors = folder / "errors.jsonl"
+        if folder.exists() and not folder.is_dir():
+            raise ConfigError(
+                f"output {str(folder)!r} is a file, not a folder; give a folder for "
+                "results.jsonl and errors.jsonl"
+            )
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot create the output folder {str(folder)!r}: {exc.strerror}; give a "
+                "folder you can write to"
+            ) from exc
+        for path in (self.results, self.errors):
+            try:
+                with path.open("a", encoding="utf-8"):
+                    pass
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot write {str(path)!r}: {exc.strerror}; move it away or give "
+                    "another output folder"
+                ) from exc
 
     def done_lines(self) -> set[int]:
         """Input lines already answered or reported, after repairing a line cut short."""

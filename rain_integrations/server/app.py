@@ -20,10 +20,12 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from rain_integrations.server.body import BodyLimit
 from rain_integrations.server.calls import prepare
 from rain_integrations.server.errors import APIError, error_body, install_handlers
 from rain_integrations.server.generators import Generators, GeneratorSource
 from rain_integrations.server.limits import GateFull, SearchGate, ServerLimits
+from rain_integrations.server.memory import trim_heap
 from rain_integrations.server.runner import SearchRun
 from rain_integrations.server.schemas import ChatRequest, CompletionRequest
 from rain_integrations.server.shapes import DONE, HEARTBEAT, Reply, sse
@@ -43,9 +45,10 @@ class ServerState:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def record(self, run: SearchRun) -> None:
-        """Called on a search's own thread when it ends."""
+        """Called on a search's own thread when it ends: count it, give its memory back."""
         with self._lock:
             self.outcomes[run.outcome] += 1
+        trim_heap()
 
 
 def build_app(
@@ -84,6 +87,7 @@ def build_app(
         title="RAIN", summary="RAIN tree-search answers, OpenAI-compatible", lifespan=lifespan
     )
     app.state.rain = state
+    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes, timeout=limits.body_timeout)
     install_handlers(app)
     app.include_router(open_routes(state))
     app.include_router(api_routes(state), dependencies=[Depends(bearer(api_key))])
@@ -91,13 +95,20 @@ def build_app(
 
 
 def bearer(api_key: str | None) -> Any:
-    """A dependency that refuses a request without ``Authorization: Bearer <api_key>``."""
+    """A dependency that refuses a request without ``Authorization: Bearer <api_key>``.
+
+    The key is compared as bytes, in constant time: a header with characters
+    outside ASCII (or any other malformed one) is a wrong key, a 401, never a
+    500 from comparing strings ``hmac`` will not compare.
+    """
+    expected = None if api_key is None else api_key.encode("utf-8")
 
     async def check(request: Request) -> None:
-        if api_key is None:
+        if expected is None:
             return
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip(), api_key):
+        raw = dict(request.scope["headers"]).get(b"authorization", b"")
+        scheme, _, given = raw.partition(b" ")
+        if scheme.lower() != b"bearer" or not hmac.compare_digest(given.strip(), expected):
             raise APIError(
                 401,
                 "missing or wrong API key; send the header 'Authorization: Bearer <key>'",
@@ -146,17 +157,36 @@ def api_routes(state: ServerState) -> APIRouter:
 async def answer(
     state: ServerState, body: ChatRequest | CompletionRequest, request: Request, reply: Reply
 ) -> Response:
-    """Check the request, wait for a search slot, then reply whole or as a stream."""
+    """Check the request, wait for a search slot, then reply whole or as a stream.
+
+    A stream's response starts only once its search has a slot, so a request
+    that cannot get one in time is a 503 for streams and plain requests alike.
+    """
     prepared = await run_in_threadpool(prepare, body, state.generators, state.limits)
     try:
         ticket = state.gate.admit()
     except GateFull as exc:
         raise APIError(429, str(exc), code="rate_limit_exceeded") from exc
-    run = SearchRun(prepared.stream, ticket, on_end=state.record)
+    if not await ticket.wait(request.is_disconnected, state.limits.max_wait):
+        if await request.is_disconnected():
+            return JSONResponse(error_body(499, "the client closed the request"), status_code=499)
+        raise APIError(
+            503,
+            f"the server is busy: no search slot came free within {state.limits.max_wait:g} s; "
+            "retry later",
+            code="server_busy",
+        )
+    try:
+        stream = prepared.open()
+    except BaseException:
+        ticket.release()
+        raise
+    run = SearchRun(stream, ticket, on_end=state.record)
+    timeout = None if prepared.own_budget else state.limits.timeout
     if body.stream:
         usage = bool(body.stream_options and body.stream_options.include_usage)
         return StreamingResponse(
-            events(run, reply, usage, state.heartbeat),
+            events(run, reply, usage, state.heartbeat, timeout),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
@@ -166,16 +196,40 @@ async def answer(
         return JSONResponse(error_body(499, "the client closed the request"), status_code=499)
     except Exception as exc:
         raise APIError(500, f"the search failed: {exc}", code=type(exc).__name__) from exc
+    if timeout is not None and result.finish_reason == "budget":
+        raise timed_out(result, timeout)
     return JSONResponse(reply.whole(result))
 
 
+def timed_out(result: RainResult, timeout: float) -> APIError:
+    """The server's budget cut the answer: an error, not a truncated answer read as whole.
+
+    A client that would rather have the answer so far sets ``rain.timeout``
+    (up to the server's) or ``rain.max_forward_calls``; its answer then ends
+    with ``finish_reason`` ``length`` and ``rain.finish_reason`` ``budget``.
+    """
+    why = result.warnings[0] if result.warnings else f"the {timeout:g} s timeout was reached"
+    return APIError(
+        504,
+        f"the answer could not be finished within the server's limits: {why} "
+        f"({result.completion_tokens} tokens committed); ask for fewer max_tokens or a "
+        "lighter rain.preset, or set rain.timeout to get the answer so far",
+        code="timeout",
+    )
+
+
 async def events(
-    run: SearchRun, reply: Reply, include_usage: bool, heartbeat: float
+    run: SearchRun,
+    reply: Reply,
+    include_usage: bool,
+    heartbeat: float,
+    timeout: float | None = None,
 ) -> AsyncIterator[str]:
     """The SSE body: role, one chunk per committed step, the closing chunk, usage, [DONE].
 
-    Leaving early (the client went away, so writing failed or the response
-    was cancelled) cancels the search.
+    An answer the server's ``timeout`` cut short ends with an ``error`` event
+    instead of the closing chunk. Leaving early (the client went away, so
+    writing failed or the response was cancelled) cancels the search.
     """
     try:
         opening = reply.opening()
@@ -186,6 +240,8 @@ async def events(
                 yield HEARTBEAT
             elif isinstance(event, StepStats):
                 yield sse(reply.step(event))
+            elif isinstance(event, RainResult) and timeout and event.finish_reason == "budget":
+                yield sse(timed_out(event, timeout).body())
             elif isinstance(event, RainResult):
                 yield sse(reply.closing(event))
                 if include_usage:

@@ -6,6 +6,7 @@ taken or a response started, and reported as a 400 that names the field.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -33,11 +34,28 @@ ROLES = {"system": "system", "developer": "system", "user": "user", "assistant":
 
 @dataclass
 class Prepared:
-    """A checked request: the stream to run (not yet started) and what the reply reports."""
+    """A checked request, ready to open its search once it has a slot.
 
-    stream: RainStream
+    The search is opened by :meth:`open`, not here: its time budget starts
+    when it is built, and a request may first wait in the queue.
+    ``own_budget`` says the request set ``rain.timeout`` or
+    ``rain.max_forward_calls`` itself, so an answer cut by a budget is what
+    it asked for; otherwise only the server's timeout can cut it.
+    """
+
+    generator: RainGenerator
+    prompt_ids: list[int]
+    question: str
     config: RainConfig
-    prompt_tokens: int
+    own_budget: bool
+
+    @property
+    def prompt_tokens(self) -> int:
+        return len(self.prompt_ids)
+
+    def open(self) -> RainStream:
+        """The request's search, not yet started; its budget counts from now."""
+        return self.generator.stream_ids(self.prompt_ids, self.question, config=self.config)
 
 
 def prepare(
@@ -53,13 +71,13 @@ def prepare(
             param="model",
             code="model_not_found",
         )
-    config, judge = search_config(request, generators.base().config, limits)
+    config, judge, own_budget = search_config(request, generators.base().config, limits)
     generator = generators.for_judge(*judge)
     if isinstance(request, ChatRequest):
-        where, messages = "messages", chat_messages(request.messages)
+        where, messages = "messages", chat_messages(request.messages, limits)
         ids, question = safely(lambda: generator.encode(messages, None), where)
     else:
-        where, question = "prompt", completion_prompt(request)
+        where, question = "prompt", completion_prompt(request, limits)
         ids = safely(lambda: text_ids(generator, question), where)
     if len(ids) > limits.max_prompt_tokens:
         raise bad_request(
@@ -68,8 +86,25 @@ def prepare(
             where,
             "context_length_exceeded",
         )
-    stream = safely(lambda: generator.stream_ids(ids, question, config=config), where)
-    return Prepared(stream=stream, config=config, prompt_tokens=len(ids))
+    safely(lambda: generator.check_judge_settings(config), where)
+    safely(lambda: generator.fit_context(len(ids), config.max_new_tokens), where)
+    return Prepared(
+        generator=generator,
+        prompt_ids=ids,
+        question=question,
+        config=config,
+        own_budget=own_budget,
+    )
+
+
+def too_long(chars: int, limits: ServerLimits, where: str) -> APIError:
+    """A prompt refused by its length in characters, before it is tokenised."""
+    return bad_request(
+        f"the prompt is {chars} characters; this server takes at most {limits.prompt_chars} "
+        f"(and {limits.max_prompt_tokens} tokens); shorten it",
+        where,
+        "context_length_exceeded",
+    )
 
 
 def safely(work: Callable[[], T], param: str) -> T:
@@ -120,8 +155,9 @@ def refuse_unsupported(request: ChatRequest | CompletionRequest) -> None:
 
 def search_config(
     request: ChatRequest | CompletionRequest, base: RainConfig, limits: ServerLimits
-) -> tuple[RainConfig, tuple[str | None, str | None, bool | None]]:
-    """The request's RainConfig, within the server's limits, and the judge it asks for.
+) -> tuple[RainConfig, tuple[str | None, str | None, bool | None], bool]:
+    """The request's RainConfig, within the server's limits, the judge it asks for, and
+    whether it set a budget of its own (``timeout`` or ``max_forward_calls``).
 
     OpenAI's ``max_tokens``, ``temperature``, ``stop`` and ``seed`` set the
     RainConfig fields of the same meaning; RAIN's own settings come under
@@ -140,11 +176,13 @@ def search_config(
         )
     names.update({field: f"rain.{field}" for field in rain})
     overrides = {**rain, **top}
+    own_budget = any(rain.get(name) is not None for name in ("timeout", "max_forward_calls"))
     if limits.timeout is not None and overrides.get("timeout") is None:
         overrides["timeout"] = limits.timeout
     config = merged(base, overrides, names)
     config = within_limits(config, "max_new_tokens" in overrides, names, limits)
-    return config, (template, rain.get("votes"), rain.get("swap_labels"))
+    check_stops([s for s in config.stop_sequences if s not in base.stop_sequences], names)
+    return config, (template, rain.get("votes"), rain.get("swap_labels")), own_budget
 
 
 def rain_object(rain: Mapping[str, Any]) -> tuple[dict[str, Any], str | None, str | None]:
@@ -213,13 +251,67 @@ def openai_fields(
     return top, names
 
 
+MAX_STOPS = 4
+"""Stop sequences a request may send, as OpenAI allows."""
+MAX_STOP_CHARS = 64
+"""Characters in one stop sequence: each is searched for in the answer at every step."""
+
+
+def check_stops(stops: list[str], names: Mapping[str, str]) -> None:
+    """At most :data:`MAX_STOPS` sequences of at most :data:`MAX_STOP_CHARS` characters."""
+    name = names.get("stop_sequences", "stop")
+    if len(stops) > MAX_STOPS:
+        raise bad_request(
+            f"{name!r} has {len(stops)} sequences; at most {MAX_STOPS} are allowed, as in "
+            "OpenAI's API",
+            name,
+        )
+    for stop in stops:
+        if len(stop) > MAX_STOP_CHARS:
+            raise bad_request(
+                f"a stop sequence in {name!r} is {len(stop)} characters; at most "
+                f"{MAX_STOP_CHARS} are allowed",
+                name,
+            )
+
+
 def merged(base: RainConfig, overrides: Mapping[str, Any], names: Mapping[str, str]) -> RainConfig:
-    """``base`` with ``overrides``; an invalid value is a 400 naming its request field."""
+    """``base`` with ``overrides``; an invalid value is a 400 naming its request field.
+
+    Values are read strictly, as JSON types: ``"12"`` is not a number and
+    ``1`` is not ``true``, so a client's mistake is named, not guessed at.
+    """
+    strict_types(base, overrides, names)
     try:
         return base.merged(**overrides)
     except ConfigError as exc:
         field = _failed_field(exc)
         raise bad_request(str(exc), names.get(field, f"rain.{field}") if field else "rain") from exc
+
+
+def strict_types(base: RainConfig, overrides: Mapping[str, Any], names: Mapping[str, str]) -> None:
+    """A 400 when an override has the wrong JSON type for its RainConfig field."""
+    values = {**base.model_dump(mode="json"), **overrides}
+    try:
+        RainConfig.model_validate_json(json.dumps(values), strict=True)
+    except ValidationError as exc:
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else ""
+            if field in overrides and error["type"].endswith("_type"):
+                name = names.get(field, f"rain.{field}")
+                raise bad_request(
+                    f"{name}: {error['msg']} (got {overrides[field]!r}); send a JSON "
+                    f"{kind_of(error['type'])}",
+                    name,
+                ) from exc
+    except ValueError:  # not JSON at all (NaN and the like): the lax check names it
+        return
+
+
+def kind_of(error_type: str) -> str:
+    """``int_type`` -> ``integer``: the JSON type a strict check wanted."""
+    kind = error_type.removesuffix("_type")
+    return {"int": "integer", "bool": "boolean", "str": "string", "float": "number"}.get(kind, kind)
 
 
 def _failed_field(exc: ConfigError) -> str | None:
@@ -230,9 +322,20 @@ def _failed_field(exc: ConfigError) -> str | None:
     return None
 
 
-def chat_messages(messages: list[ChatMessage]) -> list[dict[str, str]]:
-    """OpenAI chat messages as role/content pairs for the model's chat template."""
-    out = []
+def chat_messages(messages: list[ChatMessage], limits: ServerLimits) -> list[dict[str, str]]:
+    """OpenAI chat messages as role/content pairs for the model's chat template.
+
+    Their number and length are checked first: tokenising megabytes of text,
+    or thousands of messages, costs seconds before the token limit can refuse it.
+    """
+    if len(messages) > limits.max_messages:
+        raise bad_request(
+            f"the request has {len(messages)} messages; this server takes at most "
+            f"{limits.max_messages}; send fewer",
+            "messages",
+            "context_length_exceeded",
+        )
+    out, chars = [], 0
     for i, message in enumerate(messages):
         if message.role not in ROLES or message.tool_calls:
             raise bad_request(
@@ -242,6 +345,9 @@ def chat_messages(messages: list[ChatMessage]) -> list[dict[str, str]]:
                 "unsupported_parameter",
             )
         out.append({"role": ROLES[message.role], "content": message_text(message, i)})
+        chars += len(out[-1]["content"])
+        if chars > limits.prompt_chars:
+            raise too_long(chars, limits, "messages")
     return out
 
 
@@ -261,8 +367,8 @@ def message_text(message: ChatMessage, index: int) -> str:
     return "".join(parts)
 
 
-def completion_prompt(request: CompletionRequest) -> str:
-    """The one prompt of a completions request."""
+def completion_prompt(request: CompletionRequest, limits: ServerLimits) -> str:
+    """The one prompt of a completions request (refused untokenised when too long)."""
     prompts = [request.prompt] if isinstance(request.prompt, str) else request.prompt
     if len(prompts) != 1:
         raise bad_request(
@@ -272,6 +378,8 @@ def completion_prompt(request: CompletionRequest) -> str:
         )
     if not prompts[0].strip():
         raise bad_request("'prompt' is empty; give the text to continue", "prompt")
+    if len(prompts[0]) > limits.prompt_chars:
+        raise too_long(len(prompts[0]), limits, "prompt")
     return prompts[0]
 
 

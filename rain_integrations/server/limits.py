@@ -9,8 +9,10 @@ calls, so admitting several costs far less than running them one by one.
 
 from __future__ import annotations
 
+import asyncio
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from rain_search.errors import ConfigError
@@ -20,9 +22,18 @@ from rain_search.errors import ConfigError
 class ServerLimits:
     """What one request may ask for, and how many searches run or wait at once.
 
-    ``timeout`` caps each answer's wall-clock seconds through RAIN's own
-    ``timeout`` budget (the answer so far is returned, flagged ``budget``); a
-    request may ask for less, never more.
+    ``timeout`` caps each answer's wall-clock seconds, counted from when its
+    search gets a slot (waiting in the queue is not charged). An answer the
+    server's timeout cuts short is an error (504), not a truncated 200; a
+    request that wants the answer so far sets ``rain.timeout`` itself (at
+    most ``timeout``). ``max_wait`` is how long a request may wait in the
+    queue for a slot before it is refused with a 503.
+
+    The size limits are checked before any tokenising, so a huge request
+    costs nothing: ``max_body_bytes`` (413 past it) and ``body_timeout`` (the
+    seconds the body may take to arrive; 408 past it), ``max_messages``, and
+    ``max_prompt_chars`` (the prompt's characters; default ``CHARS_PER_TOKEN``
+    per allowed token, far more than ordinary text packs into a token).
     """
 
     max_prompt_tokens: int = 4096
@@ -30,15 +41,42 @@ class ServerLimits:
     max_concurrent: int = 8
     max_queue: int = 8
     timeout: float | None = 300.0
+    max_wait: float = 60.0
+    max_messages: int = 256
+    max_prompt_chars: int | None = None
+    max_body_bytes: int = 1024 * 1024
+    body_timeout: float = 10.0
 
     def __post_init__(self) -> None:
-        for name in ("max_prompt_tokens", "max_tokens", "max_concurrent"):
+        for name in ("max_prompt_tokens", "max_tokens", "max_concurrent", "max_messages"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.max_queue < 0:
             raise ConfigError(f"max_queue must be 0 or more, got {self.max_queue}")
         if self.timeout is not None and self.timeout <= 0:
             raise ConfigError(f"timeout must be positive seconds or None, got {self.timeout}")
+        for name in ("max_wait", "body_timeout"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive seconds, got {getattr(self, name)}")
+        if self.max_body_bytes < 1024:
+            raise ConfigError(f"max_body_bytes must be at least 1024, got {self.max_body_bytes}")
+        if self.max_prompt_chars is not None and self.max_prompt_chars < 1:
+            raise ConfigError(f"max_prompt_chars must be at least 1, got {self.max_prompt_chars}")
+
+    @property
+    def prompt_chars(self) -> int:
+        """The most characters a prompt may have (checked before tokenising)."""
+        if self.max_prompt_chars is not None:
+            return self.max_prompt_chars
+        return CHARS_PER_TOKEN * self.max_prompt_tokens
+
+
+CHARS_PER_TOKEN = 16
+"""Characters per allowed prompt token before a prompt is refused untokenised.
+
+A rule of thumb puts English at about 4 characters a token; 16 leaves room for
+code, long words and runs of spaces. ``max_prompt_chars`` sets another bound.
+"""
 
 
 class GateFull(Exception):
@@ -49,8 +87,10 @@ class SearchGate:
     """At most ``slots`` searches run at once and at most ``queue`` more wait.
 
     :meth:`admit` decides at once (so a full server answers 429 before any
-    work); the admitted search then waits for a slot on its own thread with
-    :meth:`Ticket.wait`, which gives up when the request is cancelled.
+    work); the admitted request then waits for a slot with :meth:`Ticket.wait`
+    (on the event loop), which gives up when the request is cancelled or has
+    waited too long. Its search is built only once it has the slot, so its
+    time budget starts there.
     """
 
     def __init__(self, slots: int, queue: int) -> None:
@@ -93,12 +133,20 @@ class Ticket:
         self._gate = gate
         self._state = "waiting"
 
-    def wait(self, cancelled: Callable[[], bool], poll: float = 0.05) -> bool:
-        """Block until a slot is free (True) or ``cancelled()`` turns true (False)."""
-        while not self._gate._free.acquire(timeout=poll):
-            if cancelled():
+    async def wait(
+        self, gave_up: Callable[[], Awaitable[bool]], max_wait: float, poll: float = 0.05
+    ) -> bool:
+        """Wait for a slot (True), or until ``await gave_up()`` or ``max_wait`` s pass (False).
+
+        Polls rather than blocks, so the event loop keeps serving while
+        requests wait; a request that does not get its slot leaves the queue.
+        """
+        deadline = time.monotonic() + max_wait
+        while not self._gate._free.acquire(blocking=False):
+            if time.monotonic() >= deadline or await gave_up():
                 self.release()
                 return False
+            await asyncio.sleep(poll)
         self._gate._started()
         self._state = "running"
         return True

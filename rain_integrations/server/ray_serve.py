@@ -2,20 +2,25 @@
 
 Each replica builds its own generator from a picklable factory (the command
 line's :class:`~rain_search.spec.GeneratorSpec`, or any module-level callable)
-and serves the app :func:`~rain_integrations.server.build_app` makes, so the
+and runs the app :func:`~rain_integrations.server.build_app` makes, so the
 endpoints, limits and errors are the ones of the single-process server. Each
 replica's own gate answers 429 when it is full, so Serve's
 ``max_ongoing_requests`` is set to what the gate admits (running plus queued).
+HTTP comes in through a light front deployment that relays each request to
+a replica, so a replica that dies is an OpenAI-shaped error, or a retry on
+another replica, rather than Ray's plain-text 500 or a silently cut stream.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 from rain_integrations.ray_cluster import start_ray
 from rain_integrations.server.app import build_app
+from rain_integrations.server.forward import Message, Request, front_app, run_asgi
 from rain_integrations.server.generators import GeneratorSource
 from rain_integrations.server.limits import ServerLimits
 from rain_integrations.server.main import is_loopback
@@ -40,7 +45,12 @@ class Replicas:
 
 
 class RainReplica:
-    """One replica: its app is built in the replica's own process, after it starts."""
+    """One model replica: builds the app in its own process and answers relayed requests.
+
+    It is not Serve's HTTP ingress: :class:`RainFront` is, and hands it each
+    request as plain data (:func:`~rain_integrations.server.forward.run_asgi`),
+    so that if this process dies, the front still answers in OpenAI's shape.
+    """
 
     def __init__(
         self,
@@ -48,12 +58,64 @@ class RainReplica:
         api_key: str | None,
         limits: ServerLimits,
         model_name: str | None,
+        loopback: bool = True,
     ) -> None:
-        self._parts = (factory, api_key, limits, model_name)
+        if loopback:
+            keep_grpc_on_loopback()
+        self.app = build_app(factory, api_key=api_key, limits=limits, model_name=model_name)
+        self.app.state.rain.generators.base()  # load the model now, not at the first request
+
+    async def forward(self, request: Request) -> AsyncIterator[Message]:
+        async for message in run_asgi(self.app, request):
+            yield message
+
+
+class RainFront:
+    """Serve's HTTP ingress: no model, it relays each request to a :class:`RainReplica`.
+
+    A replica that dies before anything reached the client is retried on
+    another one; a stream it was serving ends with an SSE ``error`` event.
+    """
+
+    def __init__(self, replicas: Any, limits: ServerLimits, loopback: bool = True) -> None:
+        if loopback:
+            keep_grpc_on_loopback()
+        self._replicas = replicas.options(stream=True)
+        self._limits = limits
 
     def __serve_build_asgi_app__(self) -> Any:
-        factory, api_key, limits, model_name = self._parts
-        return build_app(factory, api_key=api_key, limits=limits, model_name=model_name)
+        return front_app(
+            lambda request: self._replicas.forward.remote(request),
+            max_bytes=self._limits.max_body_bytes,
+            body_timeout=self._limits.body_timeout,
+        )
+
+
+def keep_grpc_on_loopback() -> None:
+    """Bind this replica's inter-deployment gRPC server to 127.0.0.1, not ``[::]``.
+
+    Ray Serve 2.60 starts that server in every replica on ``[::]:0`` (every
+    address) whatever the node's address, with no setting to change it. For a
+    cluster kept on loopback the port is rebound to 127.0.0.1, the node's own
+    address, where Ray's other processes reach it. Called in the replica's
+    constructor, before Ray starts the server; a Ray without that helper is
+    left as it is.
+    """
+    try:
+        from ray.serve._private import replica
+    except ImportError:
+        return
+    original = getattr(replica, "add_port_to_grpc_server", None)
+    if original is None or getattr(original, "rain_loopback", False):
+        return
+
+    def on_loopback(server: Any, address: str) -> Any:
+        if address.startswith("[::]:"):
+            address = "127.0.0.1:" + address.removeprefix("[::]:")
+        return original(server, address)
+
+    on_loopback.rain_loopback = True  # type: ignore[attr-defined]
+    replica.add_port_to_grpc_server = on_loopback
 
 
 def application(
@@ -63,18 +125,32 @@ def application(
     api_key: str | None = None,
     limits: ServerLimits | None = None,
     model_name: str | None = None,
+    loopback: bool = True,
 ) -> Any:
-    """A Ray Serve application (``serve.run(application(...))``) of ``replicas`` copies."""
+    """A Ray Serve application (``serve.run(application(...))``) of ``replicas`` copies.
+
+    Two deployments: ``rain`` (the model replicas) behind ``rain-front`` (the
+    HTTP ingress, one light process that relays requests; see
+    :mod:`~rain_integrations.server.forward`).
+    """
     serve = require("ray.serve", "ray", "rain serve --ray")
     limits = limits or ServerLimits()
-    deployment = serve.deployment(
-        serve.ingress()(RainReplica),
+    admitted = limits.max_concurrent + limits.max_queue + 1
+    model = serve.deployment(
+        RainReplica,
         name="rain",
         num_replicas=replicas.count,
-        max_ongoing_requests=limits.max_concurrent + limits.max_queue + 1,
+        max_ongoing_requests=admitted,
         ray_actor_options={"num_cpus": replicas.cpus, "num_gpus": replicas.gpus},
     )
-    return deployment.bind(factory, api_key, limits, model_name)
+    front = serve.deployment(
+        serve.ingress()(RainFront),
+        name="rain-front",
+        num_replicas=1,
+        max_ongoing_requests=admitted * replicas.count,
+        ray_actor_options={"num_cpus": 0},
+    )
+    return front.bind(model.bind(factory, api_key, limits, model_name, loopback), limits, loopback)
 
 
 def check_resources(replicas: Replicas, available: dict[str, float]) -> None:
@@ -105,12 +181,18 @@ def serve_with_ray(
 
     A local cluster for a loopback ``host`` listens on 127.0.0.1 only.
     """
+    loopback = address is None and is_loopback(host)
     ray = start_ray(address, loopback=is_loopback(host), purpose="rain serve --ray")
     serve = require("ray.serve", "ray", "rain serve --ray")
     check_resources(replicas, ray.cluster_resources())
     serve.start(http_options={"host": host, "port": port})
     app = application(
-        factory, replicas=replicas, api_key=api_key, limits=limits, model_name=model_name
+        factory,
+        replicas=replicas,
+        api_key=api_key,
+        limits=limits,
+        model_name=model_name,
+        loopback=loopback,
     )
     serve.run(app, name="rain", route_prefix="/", blocking=blocking)
 
@@ -134,6 +216,7 @@ BUILDER_ARGS: dict[str, type] = {
     "max_concurrent": int,
     "max_queue": int,
     "timeout": float,
+    "max_wait": float,
 }
 
 
@@ -167,6 +250,7 @@ def app_builder(args: dict[str, str]) -> Any:
         api_key=None if api_key is None else str(api_key),
         limits=ServerLimits(**values),
         model_name=str(model_name),
+        loopback=False,  # `serve run` may join any cluster: its network settings apply
     )
 
 

@@ -4,7 +4,8 @@ Every ``next()`` of a :class:`~rain_search.search.RainStream` runs on the one
 thread made for its request (a search must start, run and end on the same
 thread), and the event loop only awaits a queue, so it keeps serving other
 requests. Cancelling the run (a client that went away) stops the search at
-its next iteration, or takes it out of the queue if it had not started.
+its next iteration. A run starts with its search slot already taken
+(:meth:`Ticket.wait`), and gives it back when it ends.
 """
 
 from __future__ import annotations
@@ -83,8 +84,6 @@ class SearchRun:
 
     def _run(self) -> None:
         try:
-            if not self._ticket.wait(self._cancel.is_set):
-                raise Cancelled("the request was cancelled while it waited for a search slot")
             for step in self._stream:
                 self._put(step)
             assert self._stream.result is not None  # set when the stream is exhausted

@@ -3,6 +3,10 @@
 Fields OpenAI defines that RAIN cannot honour (tools, several choices,
 log-probabilities, nucleus sampling, penalties) are read so that a request
 using them gets a 400 naming the field, never a silent difference.
+
+Types are strict, as JSON has them: ``"max_tokens": "12"`` is a 400, not 12,
+and ``1`` is not ``true`` (an integer is still a valid number). A lax reading
+would hide a client's bug; OpenAI's own API refuses these too.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     include_usage: bool = False
 
@@ -21,14 +25,14 @@ class StreamOptions(BaseModel):
 class TextPart(BaseModel):
     """A part of a message's content; only text parts can be read by a text model."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     type: str
     text: str | None = None
 
 
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="allow")  # OpenAI's optional "name" and the like
+    model_config = ConfigDict(extra="allow", strict=True)  # OpenAI's optional "name" and such
 
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[TextPart] | None = None
@@ -50,7 +54,7 @@ class Unsupported(BaseModel):
 class CommonRequest(Unsupported):
     """What the chat and the completions requests share."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     model: str
     max_tokens: int | None = Field(default=None, ge=1)

@@ -46,7 +46,7 @@ def test_good_rows_are_answered_and_bad_rows_reported_by_line(generator, tmp_pat
     source = write_rows(tmp_path / "prompts.jsonl", lines)
     summary = run_local(generator, source, tmp_path / "out")
     assert (summary.answered, summary.errors, summary.skipped) == (3, len(BAD), 0)
-    results = read(tmp_path / "out" / "results.jsonl")
+    results = sorted(read(tmp_path / "out" / "results.jsonl"), key=lambda r: r["line"])
     assert [(r["id"], r["line"]) for r in results] == [("a", 1), (2, 2), (7, 3)]
     assert results[0]["stats"]["seed"] == 3 and results[0]["completion_tokens"] <= 4
     assert results[2]["completion_tokens"] <= 3
@@ -74,7 +74,7 @@ def test_a_stopped_run_resumes_without_losing_or_repeating_rows(generator, tmp_p
         torn.write('{"id": 4, "line": 4, "te')
     summary = run_local(generator, source, out)
     assert (summary.answered, summary.skipped) == (5, 3)
-    assert [r["line"] for r in read(out / "results.jsonl")] == list(range(1, 9))
+    assert sorted(r["line"] for r in read(out / "results.jsonl")) == list(range(1, 9))
     again = run_local(generator, source, out)
     assert (again.answered, again.errors, again.skipped) == (0, 0, 8)
 
@@ -112,8 +112,67 @@ def test_a_killed_process_loses_no_row_and_repeats_none(model_dir, tmp_path) -> 
     first = len(read_lines(out / "results.jsonl"))
     assert first < 10, "the job finished before it could be killed; make the rows longer"
     subprocess.run(command, env=env, check=True, timeout=300)
-    assert [r["line"] for r in read(out / "results.jsonl")] == list(range(1, 11))
+    assert sorted(r["line"] for r in read(out / "results.jsonl")) == list(range(1, 11))
 
 
 def read_lines(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
+
+
+def test_rows_are_searched_together_within_the_window_and_answer_as_alone(
+    generator, tmp_path, monkeypatch
+) -> None:
+    rows = [{"id": i, "prompt": f"Question {i}", "rain": {"max_new_tokens": 4}} for i in range(10)]
+    source = write_rows(tmp_path / "prompts.jsonl", [json.dumps(row) for row in rows])
+    opened, written, live = [], [], []
+    stream = generator.stream
+
+    def counted(*args, **kwargs):
+        opened.append(args[0])
+        live.append(len(opened) - len(written))
+        return stream(*args, **kwargs)
+
+    monkeypatch.setattr(generator, "stream", counted)
+    summary = run_local(
+        generator,
+        source,
+        tmp_path / "out",
+        in_flight=4,
+        on_row=lambda line, s: written.append(line),
+    )
+    assert summary.answered == 10 and max(live) == 4  # four at once, never more
+    alone = {row["id"]: stream(row["prompt"], max_new_tokens=4) for row in rows}
+    for record in read(tmp_path / "out" / "results.jsonl"):
+        expected = alone[record["id"]]
+        for _ in expected:
+            pass
+        assert record["text"] == expected.result.text
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        (lambda d: (d / "none.jsonl", d / "out"), "does not exist"),
+        (lambda d: (d, d / "out"), "is not a file"),
+        (lambda d: (d / "p.jsonl", d / "p.jsonl" / "out"), "cannot create the output folder"),
+        (lambda d: (d / "p.jsonl", d / "p.jsonl"), "is a file, not a folder"),
+        (
+            lambda d: (d / "p.jsonl", (d / "o" / "results.jsonl").mkdir(parents=True) or d / "o"),
+            "results.jsonl",
+        ),
+    ],
+)
+def test_bad_paths_are_one_line_errors_before_the_model_loads(
+    setup, message, tmp_path, monkeypatch, capsys
+) -> None:
+    from rain_search.cli import GeneratorSpec
+
+    def no_loading(self):
+        raise AssertionError("the model was loaded before the paths were checked")
+
+    monkeypatch.setattr(GeneratorSpec, "__call__", no_loading)
+    write_rows(tmp_path / "p.jsonl", [json.dumps(GOOD[0])])
+    source, out = setup(tmp_path)
+    assert main(["batch", str(source), str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rain: error: ") and message in err and err.count("\n") == 1, err

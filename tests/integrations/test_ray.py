@@ -1,4 +1,4 @@
-"""The Ray paths on one local loopback cluster (about 45 s): Serve replicas, Ray Data batch.
+"""The Ray paths on one local loopback cluster: Serve replicas (and one killed), Ray Data batch.
 
 Workers import the deployment and actor code from the installed package, so
 the generator is described by a picklable :class:`GeneratorSpec` of the tiny
@@ -18,8 +18,13 @@ from rain_search.cli import main
 from rain_search.errors import ConfigError
 from rain_search.spec import GeneratorSpec
 
-# Read when ray is imported: without them a local node also listens on every address.
-RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+# Read when ray is imported: without them a local node also listens on every address
+# (and reports usage statistics, which `rain` turns off too).
+RAY_ENV = {
+    "RAY_AUTH_MODE": "disabled",
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    "RAY_USAGE_STATS_ENABLED": "0",
+}
 _before = {name: os.environ.get(name) for name in RAY_ENV}
 os.environ.update(RAY_ENV)
 
@@ -59,16 +64,21 @@ def spec(model_dir) -> GeneratorSpec:
     )
 
 
-def test_every_ray_listener_is_on_loopback(cluster) -> None:
+def listening_addresses() -> tuple[set[int], set[str]]:
+    """The processes of this test and its cluster, and the addresses they listen on."""
     import psutil
 
     me = psutil.Process()
     ours = {me.pid} | {child.pid for child in me.children(recursive=True)}  # the cluster too
-    open_addresses = {
+    return ours, {
         conn.laddr.ip.removeprefix("::ffff:")
         for conn in psutil.net_connections(kind="inet")
         if conn.status == psutil.CONN_LISTEN and conn.pid in ours
     }
+
+
+def test_every_ray_listener_is_on_loopback(cluster) -> None:
+    ours, open_addresses = listening_addresses()
     assert len(ours) > 3 and open_addresses <= {"127.0.0.1"}, open_addresses
 
 
@@ -107,6 +117,87 @@ def test_two_serve_replicas_answer_concurrent_requests(cluster, spec) -> None:
     assert len(texts) == 1  # the same seed on either replica: the same answer
     assert replies[0].json()["usage"]["completion_tokens"] <= 16  # the replicas' limits
     assert httpx.post(url, json=request, timeout=30).status_code == 401
+    _, open_addresses = listening_addresses()  # the replicas' own gRPC servers included
+    assert open_addresses <= {"127.0.0.1"}, open_addresses
+
+
+def model_replicas() -> list:
+    """The model replicas' processes (Ray titles them ``ray::ServeReplica:rain:rain``)."""
+    import psutil
+
+    titles = {child: " ".join(child.cmdline()) for child in psutil.Process().children(True)}
+    return [
+        child
+        for child, title in titles.items()
+        if "ServeReplica:rain:rain" in title and "ServeReplica:rain:rain-front" not in title
+    ]
+
+
+SLOW_STEPS = {"max_iterations": 300, "min_fresh_iterations": 300, "early_stop_visits": 10_000}
+"""Long enough steps that a replica is killed while it is still answering."""
+
+
+def test_a_killed_replica_costs_no_cut_answer_and_the_deployment_recovers(cluster, spec) -> None:
+    """Every request ends whole or in an OpenAI-shaped error; then two replicas serve again."""
+    import signal
+
+    from rain_integrations.server.limits import ServerLimits
+    from rain_integrations.server.ray_serve import Replicas, serve_with_ray
+    from tests.integrations.live import sse_events, wait_for
+
+    serve_with_ray(
+        spec,
+        replicas=Replicas(2, cpus=0.5),
+        port=8766,
+        api_key="k",
+        limits=ServerLimits(max_tokens=16),
+        model_name="tiny",
+        blocking=False,
+    )
+    url, auth = "http://127.0.0.1:8766/v1/chat/completions", {"Authorization": "Bearer k"}
+    long = {"model": "tiny", "messages": [{"role": "user", "content": "Tell me a story"}]}
+    long |= {"max_tokens": 12, "rain": SLOW_STEPS}
+    replies: list[tuple[bool, httpx.Response]] = []
+
+    def ask(stream: bool) -> None:
+        reply = httpx.post(url, json={**long, "stream": stream}, headers=auth, timeout=300)
+        replies.append((stream, reply))
+
+    askers = [threading.Thread(target=ask, args=(i % 3 != 0,)) for i in range(6)]
+    for asker in askers:
+        asker.start()
+    wait_for(lambda: httpx.get("http://127.0.0.1:8766/health").json()["running"] > 0, 60)
+    replicas = model_replicas()
+    assert len(replicas) == 2
+    replicas[0].send_signal(signal.SIGKILL)
+    for asker in askers:
+        asker.join(300)
+    outcomes = []
+    for stream, reply in replies:
+        if stream:
+            events = sse_events(reply.text)
+            assert events[-1] == "[DONE]", reply.text[-500:]  # never cut silently
+            last = events[-2]
+            outcomes.append("error" if "error" in last else last["choices"][0]["finish_reason"])
+        else:
+            assert reply.headers["content-type"].startswith("application/json"), reply.text
+            data = reply.json()
+            outcomes.append(
+                data["error"]["code"]
+                if reply.status_code != 200
+                else data["choices"][0]["finish_reason"]
+            )
+    assert len(outcomes) == 6 and set(outcomes) <= {"stop", "length", "error", "replica_failed"}
+    wait_for(
+        lambda: (
+            serve.status().applications["rain"].deployments["rain"].replica_states.get("RUNNING")
+            == 2
+        ),
+        180,
+    )
+    short = {**long, "max_tokens": 4, "rain": {}}
+    assert httpx.post(url, json=short, headers=auth, timeout=120).status_code == 200
+    print("outcomes after the kill:", sorted(outcomes))
 
 
 def test_more_gpus_than_the_cluster_has_fails_at_once(cluster, spec) -> None:
