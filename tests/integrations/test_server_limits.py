@@ -167,15 +167,16 @@ def test_four_stop_sequences_and_a_whole_number_temperature_are_fine(client) -> 
 
 
 def test_queue_wait_is_not_charged_and_the_servers_timeout_is_a_504(generator) -> None:
-    """The first search is held past the 3 s timeout while the second waits for its slot."""
+    """The first search is held past the 6 s timeout while the second waits for its slot."""
     release = threading.Event()
     held = judged_by(generator, SlowJudge(hold=release))
-    limits = ServerLimits(max_concurrent=1, max_queue=1, timeout=3.0)
+    limits = ServerLimits(max_concurrent=1, max_queue=1, timeout=6.0)
     with running(build_app(held, model_name=MODEL, limits=limits)) as url:
         answers: dict[str, httpx.Response] = {}
 
         def ask(name: str) -> None:
-            answers[name] = httpx.post(f"{url}/v1/chat/completions", json=body(), timeout=60)
+            short = body(max_tokens=4)
+            answers[name] = httpx.post(f"{url}/v1/chat/completions", json=short, timeout=60)
 
         first = threading.Thread(target=ask, args=("first",))
         first.start()
@@ -183,7 +184,7 @@ def test_queue_wait_is_not_charged_and_the_servers_timeout_is_a_504(generator) -
         second = threading.Thread(target=ask, args=("second",))
         second.start()
         wait_for(lambda: httpx.get(f"{url}/health").json()["waiting"] == 1)
-        time.sleep(3.5)  # the second has now waited longer than the whole timeout
+        time.sleep(6.5)  # the second has now waited longer than the whole timeout
         release.set()
         first.join(60)
         second.join(60)
