@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from transformers.generation.streamers import BaseStreamer
 
     from rain_search.search import RainGenerator
+    from rain_search.stream import RainStream
 
 CUSTOM_GENERATE_DIR = str(Path(__file__).parent / "hub")
 """A folder for ``custom_generate=`` (with ``trust_remote_code=True``): RAIN by path."""
@@ -156,25 +157,26 @@ def rain_generate(
         template=rain_template,
         embedder=rain_embedder,
     )
-    results = [
-        _answer(generator, row, prompt, config, streamer)
+    # every row's search starts before any is read, so the rows share forward calls
+    streams = [
+        generator.stream_ids(row, prompt, config=config).start()
         for row, prompt in zip(rows, prompts, strict=True)
     ]
+    try:
+        results = [
+            _answer(stream, row, streamer) for stream, row in zip(streams, rows, strict=True)
+        ]
+    finally:
+        for stream in streams:  # an error in one row stops the others
+            stream.close()
     sequences = _sequences(ids, results, generation_config.pad_token_id, tokenizer)
     if generation_config.return_dict_in_generate:
         return RainGenerateOutput(sequences=sequences, rain_results=results)  # type: ignore[arg-type]
     return sequences
 
 
-def _answer(
-    generator: RainGenerator,
-    prompt_ids: list[int],
-    judge_prompt: str,
-    config: RainConfig,
-    streamer: BaseStreamer | None,
-) -> RainResult:
-    """One row: the search, each committed token set put to the streamer as it comes."""
-    stream = generator.stream_ids(prompt_ids, judge_prompt, config=config)
+def _answer(stream: RainStream, prompt_ids: list[int], streamer: BaseStreamer | None) -> RainResult:
+    """One row's search read to its end, each committed token set put to the streamer."""
     if streamer is not None:
         streamer.put(torch.tensor([prompt_ids]))
     try:

@@ -94,6 +94,22 @@ def test_batch_rows_are_answered_as_alone(tiny_llama, no_e) -> None:
         assert all(token == tokenizer.pad_token_id for token in answer[len(single) :])
 
 
+def test_batch_rows_search_together(tiny_llama) -> None:
+    """Every row's search starts before any is read: their judge calls interleave."""
+    model, tokenizer = tiny_llama
+    judged: list[str] = []
+
+    def judge(prompt: str, text: str) -> float:
+        judged.append(prompt)
+        return -1.0 if "e" in text else 1.0
+
+    batch = tokenizer(["Hi", "Hello there"], padding=True, return_tensors="pt", padding_side="left")
+    kwargs = rain_kwargs(tokenizer, judge, max_new_tokens=6, rain_prompt=["first", "second"])
+    model.generate(**batch, custom_generate=rain_search.rain_generate, **kwargs)
+    last_first = max(i for i, prompt in enumerate(judged) if prompt == "first")
+    assert "second" in judged[:last_first], "row 2 was judged only after row 1 had ended"
+
+
 @pytest.mark.parametrize("form", ["callable", "folder"])
 def test_streamer_gets_the_prompt_then_one_put_per_committed_set(
     tiny_llama, no_e, form: str
