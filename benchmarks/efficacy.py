@@ -38,6 +38,7 @@ import yaml
 from benchmarks.common import DATA, RESULTS, load, machine, now, table, write_json
 from rain_search import RainConfig, RainGenerator, RainResult
 from rain_search.evaluators import FunctionEvaluator
+from rain_search.spec import avoid_words
 
 BASELINE = "k1"
 DEFAULT_VARIANTS = {BASELINE: {"parallel_leaves": 1}, "shipped": {}}
@@ -58,13 +59,13 @@ def mentions(text: str, banned: Sequence[str]) -> list[str]:
 
 
 class BannedWordJudge:
-    """The search's judge: -1 when the answer uses a word banned for its prompt, else +1."""
+    """The search's judge: the ``avoid:`` keyword judge of each case's prompt."""
 
     def __init__(self, cases: Sequence[dict[str, Any]]) -> None:
-        self.banned = {case["prompt"]: case["banned"] for case in cases}
+        self.judges = {case["prompt"]: avoid_words(case["banned"]) for case in cases}
 
     def __call__(self, prompt: str, text: str) -> float:
-        return -1.0 if mentions(text, self.banned[prompt]) else 1.0
+        return self.judges[prompt](text)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -90,15 +91,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     vanilla = [generator.vanilla(c["prompt"], max_new_tokens=args.tokens) for c in cases]
     results: dict[str, list[RainResult]] = {}
+    paired: dict[str, list[RainResult]] = {}
     for name, overrides in variants.items():
         config = RainConfig.preset("fast", max_new_tokens=args.tokens, seed=0, **overrides)
         started = now()
-        results[name] = run_variant(generator, cases, config, args.concurrent)
+        results[name], paired[name] = run_variant(generator, cases, config, args.concurrent)
         print(f"[{started} -> {now()}] {name}: {config.parallel_leaves} leaves", flush=True)
     report["cases"] = case_rows(cases, vanilla, results)
     baseline = baseline_texts(args.baseline, results, cases)
     report["summary"] = {
-        name: summarise(cases, vanilla, runs, baseline, timed=args.concurrent == 1)
+        name: summarise(cases, vanilla, runs, baseline, paired[name])
         for name, runs in results.items()
     }
     report["finished"] = now()
@@ -111,23 +113,27 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run_variant(
     generator: RainGenerator, cases: list[dict[str, Any]], config: RainConfig, concurrent: int
-) -> list[RainResult]:
-    """Every case under ``config``: one after another (timed), or ``concurrent`` at a time."""
+) -> tuple[list[RainResult], list[RainResult]]:
+    """Every case under ``config``: one after another (timed), or ``concurrent`` at a time.
+
+    One after another, each answer comes with the vanilla run right before it
+    (its wall-time pair); at once there are no pairs, the times being shared.
+    """
     prompts = [case["prompt"] for case in cases]
 
     def answer(prompt: str) -> RainResult:
-        pair = None
-        if concurrent == 1:  # the pair's vanilla, measured right before it
-            pair = generator.vanilla(prompt, max_new_tokens=config.max_new_tokens)
         result = generator.generate(prompt, config=config)
-        result.paired_vanilla = pair  # type: ignore[attr-defined]
         print(f"  [{now()}] {prompt[:40]!r}: {result.text[:70]!r}", flush=True)
         return result
 
-    if concurrent == 1:
-        return [answer(prompt) for prompt in prompts]
-    with ThreadPoolExecutor(concurrent) as pool:
-        return list(pool.map(answer, prompts))
+    if concurrent > 1:
+        with ThreadPoolExecutor(concurrent) as pool:
+            return list(pool.map(answer, prompts)), []
+    runs, pairs = [], []
+    for prompt in prompts:
+        pairs.append(generator.vanilla(prompt, max_new_tokens=config.max_new_tokens))
+        runs.append(answer(prompt))
+    return runs, pairs
 
 
 def baseline_texts(
@@ -164,7 +170,7 @@ def summarise(
     vanilla: list[RainResult],
     runs: list[RainResult],
     baseline: list[str],
-    timed: bool,
+    pairs: list[RainResult],
 ) -> dict[str, Any]:
     """Per class and overall: wins, agreement with one leaf at a time, costs."""
     classes = sorted({case["class"] for case in cases})
@@ -189,11 +195,11 @@ def summarise(
             "forward_calls_per_token": sum(r.totals.forward_calls for r in rows) / tokens,
             "iterations_per_token": sum(r.stats["iterations"] for r in rows) / tokens,
         }
-        if timed:  # each answer against the vanilla run right before it
-            pairs = [r.paired_vanilla for r in rows]  # type: ignore[attr-defined]
+        if pairs:  # each answer against the vanilla run right before it
+            bases = [pairs[i] for i in picked]
             rain_wall = sum(r.wall_time for r in rows) / tokens
-            base_tokens = sum(max(p.completion_tokens, 1) for p in pairs)
-            base_wall = sum(p.wall_time for p in pairs) / base_tokens
+            base_tokens = sum(max(p.completion_tokens, 1) for p in bases)
+            base_wall = sum(p.wall_time for p in bases) / base_tokens
             summary["wall_vs_vanilla_per_token"] = rain_wall / base_wall
         out[group] = summary
     return out

@@ -64,8 +64,8 @@ class RainConfig(BaseModel):
         1,
         ge=1,
         le=256,
-        description="K: leaves searched at once (virtual loss keeps them apart); 1 is the "
-        "paper's one leaf per iteration.",
+        description="K: leaves searched at once (pending visits keep them apart, see "
+        "pending_value); 1 is the paper's one leaf per iteration.",
     )
     pending_value: Literal["mean", "loss"] = Field(
         "mean",

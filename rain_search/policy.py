@@ -166,7 +166,7 @@ class TreeSearch:
         return self.closing and self.running == 0
 
     def finish_step(self) -> list[StepStats]:
-        """Commit the most visited child, or take the last commit back; the steps now final.
+        """Commit a child (``commit_rule``), or take the last commit back; the steps now final.
 
         The answer ends here or the next step begins. While the search may
         still rewind (``max_rewinds``), a committed step is held back until the
@@ -175,7 +175,7 @@ class TreeSearch:
         root = self.root
         assert root is not None
         if self.can_rewind(root):
-            self.rewind(root)
+            self.rewind()
             return []
         child = best_child(root, self.config.commit_by)
         answer, shown_text = list(self.answer), self.step.shown_text
@@ -210,7 +210,7 @@ class TreeSearch:
             and all_judged_bad(root)
         )
 
-    def rewind(self, root: Node) -> None:
+    def rewind(self) -> None:
         """Take the last commit back: its step is decided again without the child that led here.
 
         Beyond the paper, which never revisits a committed step: when a step's
