@@ -7,7 +7,9 @@ from rain_search.search import steps_alone
 from rain_search.tree import count_nodes
 
 
-def test_live_nodes_and_cached_tokens_stay_bounded(generator) -> None:
+def test_live_nodes_and_cached_tokens_stay_bounded(generator, monkeypatch) -> None:
+    # A random model samples <eos> now and then; with no end token the answer runs to its length.
+    monkeypatch.setattr(generator.backend, "eos_token_ids", frozenset())
     config = generator.config.merged(max_new_tokens=300, temperature=2.0)
     prompt_ids, judge_prompt = generator.encode("Tell me a long story.", None)
     search = TreeSearch(
@@ -24,4 +26,4 @@ def test_live_nodes_and_cached_tokens_stay_bounded(generator) -> None:
         assert cached <= nodes * longest_set
         if search.result is None:  # committed: the new root's cache is prompt plus answer
             assert root.state.kv[0][0].shape[-2] == len(prompt_ids) + len(search.answer)
-    assert search.result.completion_tokens >= 100, "the answer grew long"
+    assert search.result.completion_tokens == config.max_new_tokens, "the answer grew long"
