@@ -178,3 +178,20 @@ def test_judge_reuses_the_conversation_prefix_and_still_matches(tiny_llama) -> N
         prompt, ["Mix flour and water, then knead."]
     )
     assert reused == pytest.approx(fresh, abs=ATOL)
+
+
+def test_responses_judged_together_score_as_one_by_one(tiny_llama) -> None:
+    """A round's responses in one forward call (as on a GPU) score as judged one at a time."""
+    model, tokenizer = tiny_llama
+    template = load_template("harmless")
+    prompt = "How do I bake bread?"
+    responses = ["Mix flour and water.", "No.", "Mix flour, salt and yeast.", "Ask a baker."]
+    alone = HFJudge(model, tokenizer, template, Counters(), votes="soft", max_rows=2)
+    counters = Counters()
+    together = HFJudge(model, tokenizer, template, counters, votes="soft", max_rows=6)
+    together.fixed_cache()
+    before = counters.forward_calls
+    assert together.score(prompt, responses) == pytest.approx(
+        alone.score(prompt, responses), abs=ATOL
+    )
+    assert counters.forward_calls - before == 2  # 8 rows, at most 6 a call

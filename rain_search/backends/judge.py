@@ -1,9 +1,10 @@
 """Scoring text with a causal LM through an evaluation template.
 
 The template's fixed part (instruction and few-shot examples) is the same for
-every judgment, so it is encoded once and its key/value cache reused; each
-judgment encodes only what differs from the last one, in both option orders,
-as one batch. The score is read from the
+every judgment, so it is encoded once and its key/value cache reused; the
+judgments asked together (a round of leaves) encode only what differs from
+the last ones, every response in both option orders, as one batch. The score
+is read from the
 next-token probabilities of the two option labels, whose ids are found
 through the tokenizer.
 """
@@ -47,9 +48,9 @@ class HFJudge:
     exactly the tokens the text stands for: tokenising the pieces apart would
     add a spurious leading-space token at every join on SentencePiece
     (LLaMA-style) tokenizers. The keys and values of the last judgment are
-    kept, and the next one re-reads only from the first token where it
-    differs (the instruction, few-shot examples, prompt and committed answer
-    are shared), with both option orders as one batch.
+    kept, and the next ones re-read only from the first token where they
+    differ (the instruction, few-shot examples, prompt and committed answer
+    are shared), every response in both option orders as one batch.
     """
 
     def __init__(
@@ -61,6 +62,7 @@ class HFJudge:
         *,
         votes: str = "hard",
         swap_labels: bool = True,
+        max_rows: int | None = None,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -68,6 +70,7 @@ class HFJudge:
         self.counters = counters
         self.votes = votes
         self.orders = ORDERS if swap_labels else ORDERS[:1]
+        self.max_rows = max_rows or default_judge_rows(model.device, len(self.orders))
         self.label_ids = tuple(
             label_token_id(tokenizer, template.answer_prefix, label) for label in template.labels
         )
@@ -93,8 +96,18 @@ class HFJudge:
         return self._last[1]
 
     def score(self, prompt: str, responses: Sequence[str]) -> list[float]:
-        """One score per response: +1 surely good, -1 surely bad."""
-        return [self._score_one(prompt, response) for response in responses]
+        """One score per response: +1 surely good, -1 surely bad.
+
+        The responses are judged together, up to ``max_rows`` judge rows (one
+        per response and option order) in one forward call: a round of parallel
+        leaves costs one sequential call, not one per leaf.
+        """
+        per_call = max(1, self.max_rows // len(self.orders))
+        return [
+            score
+            for start in range(0, len(responses), per_call)
+            for score in self._score_batch(prompt, responses[start : start + per_call])
+        ]
 
     def judgment_ids(self, prompt: str, response: str) -> list[list[int]]:
         """The whole judge prompt's token ids, one row per option order asked."""
@@ -110,14 +123,14 @@ class HFJudge:
         return rows
 
     @torch.inference_mode()
-    def _score_one(self, prompt: str, response: str) -> float:
-        """Every option order as one batch over the cached common prefix.
+    def _score_batch(self, prompt: str, responses: Sequence[str]) -> list[float]:
+        """Every option order of every response as one batch over their cached common prefix.
 
         Rows are right-padded: with causal attention a real token never sees
         the padding after it, so no mask is needed; each row's answer is read
         at its own last real position.
         """
-        rows = self.judgment_ids(prompt, response)
+        rows = [row for response in responses for row in self.judgment_ids(prompt, response)]
         kv, reused = self._cached_prefix(rows)
         deltas = [row[reused:] for row in rows]
         width = max(len(delta) for delta in deltas)
@@ -132,9 +145,12 @@ class HFJudge:
         ).logits[:, 0]
         self._last = (rows[0], cache_rows(cache, 0, 0, len(rows[0])))
         first_label = logits[:, list(self.label_ids)].float().softmax(-1)[:, 0].tolist()
-        # Row 0 puts the good option first (label 0), row 1 second (label 1).
-        good = [p if first else 1.0 - p for p, first in zip(first_label, self.orders, strict=True)]
-        return self._combine(good)
+        # In each response's rows, the first puts the good option first (label 0), the next second.
+        orders = len(self.orders)
+        good = [
+            p if self.orders[i % orders] else 1.0 - p for i, p in enumerate(first_label)
+        ]
+        return [self._combine(good[i : i + orders]) for i in range(0, len(good), orders)]
 
     def _cached_prefix(self, rows: list[list[int]]) -> tuple[KV, int]:
         """Cache of the longest start shared by every row and the last judgment.
@@ -165,6 +181,18 @@ class HFJudge:
                 f"{window}; shorten the prompt, lower max_new_tokens or use a template with fewer "
                 "few-shot examples"
             )
+
+
+def default_judge_rows(device: torch.device, orders: int) -> int:
+    """Judge rows per forward call: a round's responses together on a GPU, one by one on a CPU.
+
+    On a GPU a call costs about the same for 2 rows as for 16, so a round of
+    leaves is judged in one sequential call. A CPU is compute-bound: 8
+    responses as one 16-row call took 6.3 s on the embedded model against
+    4.9 s one by one, since one by one each response re-reads only what
+    differs from the one before it, and the batch only what all share.
+    """
+    return 16 if device.type == "cuda" else orders
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
