@@ -58,4 +58,13 @@ class TestChatRainUnit(Standard, ChatModelUnitTests):
 
 
 class TestChatRainIntegration(Standard, ChatModelIntegrationTests):
-    pass
+    @property
+    def chat_model_params(self) -> dict[str, Any]:
+        # Some of these tests build their own model from these params alone (test_stop_sequence).
+        return {**PARAMS, "max_tokens": 8}
+
+    @property
+    def standard_chat_model_params(self) -> dict[str, Any]:
+        params = dict(super().standard_chat_model_params)
+        params.pop("max_tokens")  # set in chat_model_params
+        return params
