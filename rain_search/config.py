@@ -13,6 +13,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from rain_search.errors import ConfigError
 
+PendingValue = Literal["mean", "loss"]
+"""How a visit still in flight counts in PUCT: ``"mean"``, as the node's current mean
+(a virtual visit: only its exploration bonus shrinks), or ``"loss"``, as the worst
+value seen (a virtual loss)."""
+
+CommitRule = Literal["visits", "value"]
+"""Which child a step commits: the most visited (the paper), or the best valued among
+the well-visited ones (for parallel leaves, whose visits were handed out in rounds)."""
+
 
 class RainConfig(BaseModel):
     """All parameters of one RAIN generation.
@@ -67,13 +76,13 @@ class RainConfig(BaseModel):
         description="K: leaves searched at once (pending visits keep them apart, see "
         "pending_value); 1 is the paper's one leaf per iteration.",
     )
-    pending_value: Literal["mean", "loss"] = Field(
+    pending_value: PendingValue = Field(
         "mean",
         description="How a parallel leaf's visit in flight counts in PUCT: at the node's current "
         "mean (a virtual visit: leaves go where the judge already liked) or as the worst value "
         "seen (a virtual loss: leaves spread by prior).",
     )
-    commit_rule: Literal["auto", "visits", "value"] = Field(
+    commit_rule: Literal["auto"] | CommitRule = Field(
         "auto",
         description="Which child a step commits: the most visited (the paper), the best valued "
         "among children with at least half the most real visits, or auto: visits with one leaf "
@@ -171,7 +180,7 @@ class RainConfig(BaseModel):
         return self
 
     @property
-    def commit_by(self) -> Literal["visits", "value"]:
+    def commit_by(self) -> CommitRule:
         """The commit rule in force: ``auto`` weighs values only when leaves run in parallel."""
         if self.commit_rule != "auto":
             return self.commit_rule

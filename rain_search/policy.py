@@ -29,6 +29,7 @@ from rain_search.stops import Stops
 from rain_search.tree import (
     Node,
     ValueRange,
+    Visits,
     add_pending,
     add_prior,
     all_judged_bad,
@@ -261,15 +262,15 @@ class TreeSearch:
 
     def make_result(self, text: str, finish: FinishReason) -> RainResult:
         return RainResult(
-            text,
-            list(self.answer),
-            len(self.prompt_ids),
-            finish,
-            "rain",
-            self.cost.copy(),
-            time.perf_counter() - self.started,
-            self.seed,
-            self.steps_done,
+            text=text,
+            token_ids=list(self.answer),
+            prompt_tokens=len(self.prompt_ids),
+            finish_reason=finish,
+            mode="rain",
+            totals=self.cost.copy(),
+            wall_time=time.perf_counter() - self.started,
+            seed=self.seed,
+            steps=self.steps_done,
             # only a cut answer carries the budget's warning: one that ended on its own is whole
             warnings=[self.out_of_budget] if finish == "budget" else [],
         )
@@ -278,13 +279,13 @@ class TreeSearch:
         """The root's children at commit time, for :meth:`RainResult.explain`."""
         return [
             Candidate(
-                self.backend.decode(child.token_ids),
-                child.token_ids,
-                child.n,
-                child.fn,
-                child.q,
-                child.prior,
-                child is chosen,
+                text=self.backend.decode(child.token_ids),
+                token_ids=child.token_ids,
+                visits=child.n,
+                real_visits=child.fn,
+                value=child.q,
+                prior=child.prior,
+                chosen=child is chosen,
             )
             for child in root.children
         ]
@@ -324,7 +325,10 @@ class TreeSearch:
             return False
         add_pending(path, 1)
         run = LeafRun(
-            self.backend.decode(self.tokens_of(path[1:])), self.cost.forward_calls, 0, None
+            text=self.backend.decode(self.tokens_of(path[1:])),
+            first_call=self.cost.forward_calls,
+            last_call=0,
+            value=None,
         )
         self.step.leaves.append(run)
         try:
@@ -540,9 +544,8 @@ class Commit:
     step: StepProgress
     stats: StepStats  # held back from the reader until the next step commits
     siblings: list[Node] = field(init=False)
-    chosen_then: Node = field(init=False)  # the chosen child's statistics at the commit
+    chosen_then: Visits = field(init=False)  # the chosen child's statistics at the commit
 
     def __post_init__(self) -> None:
         self.siblings = [child for child in self.root.children if child is not self.chosen]
-        chosen = self.chosen
-        self.chosen_then = Node(chosen.token_ids, n=chosen.n, fn=chosen.fn, q=chosen.q)
+        self.chosen_then = Visits.of(self.chosen)

@@ -257,14 +257,14 @@ class RainGenerator:
         )
         text, finish, token_ids = stops.finish(token_ids, self.backend.eos_token_ids, budget)
         return RainResult(
-            text,
-            token_ids,
-            len(prompt_ids),
-            finish,
-            "vanilla",
-            cost,
-            time.perf_counter() - start,
-            seed,
+            text=text,
+            token_ids=token_ids,
+            prompt_tokens=len(prompt_ids),
+            finish_reason=finish,
+            mode="vanilla",
+            totals=cost,
+            wall_time=time.perf_counter() - start,
+            seed=seed,
             warnings=warnings,
         )
 

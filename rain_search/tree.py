@@ -11,10 +11,11 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
+from rain_search.config import CommitRule, PendingValue
 from rain_search.result import FinishReason
 
 
@@ -103,12 +104,6 @@ class ValueRange:
 
     def normalise(self, q: float) -> float:
         return (q - self.low) / (self.high - self.low)
-
-
-PendingValue = Literal["mean", "loss"]
-"""How a visit still in flight counts in PUCT: ``"mean"``, as the node's current mean
-(a virtual visit: only its exploration bonus shrinks), or ``"loss"``, as the worst
-value seen (a virtual loss)."""
 
 
 def puct_score(
@@ -304,11 +299,6 @@ def needs_more_children(
     )
 
 
-CommitRule = Literal["visits", "value"]
-"""Which child a step commits: the most visited (the paper), or the best valued among
-the well-visited ones (for parallel leaves, whose visits were handed out in rounds)."""
-
-
 def best_child(node: Node, rule: CommitRule = "visits", share: float = 0.5) -> Node:
     """The child a step commits.
 
@@ -340,8 +330,21 @@ def all_judged_bad(root: Node) -> bool:
     return bool(visited) and all(child.q < 0 for child in visited)
 
 
-def drop_child_visits(node: Node, child: Node) -> None:
-    """Take a removed ``child``'s visits (and their values) out of ``node``'s statistics."""
+@dataclass(frozen=True)
+class Visits:
+    """A node's visit statistics at one moment: what a removed child had brought its parent."""
+
+    n: float
+    fn: int
+    q: float
+
+    @classmethod
+    def of(cls, node: Node) -> Visits:
+        return cls(n=node.n, fn=node.fn, q=node.q)
+
+
+def drop_child_visits(node: Node, child: Visits) -> None:
+    """Take a removed child's visits (and their values) out of ``node``'s statistics."""
     left = node.n - child.n
     node.q = (node.q * node.n - child.q * child.n) / left if left > 1e-9 else 0.0
     node.n = max(left, 0.0)

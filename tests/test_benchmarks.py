@@ -48,7 +48,7 @@ def test_held_out_judge_prefers_warm_text() -> None:
     )
 
 
-@pytest.mark.slow  # 40 s of self-judging a 4.5k-token template; the quality benchmark runs by default
+@pytest.mark.slow  # 40 s of self-judging a 4.5k-token template; the quality benchmark runs
 def test_speed_benchmark_runs_and_reencoding_costs_more(tiny_llama, tmp_path) -> None:
     model, tokenizer = tiny_llama
     generators = speed.make_generators(model, tokenizer)

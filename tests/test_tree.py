@@ -10,6 +10,7 @@ import torch
 from rain_search.tree import (
     Node,
     ValueRange,
+    Visits,
     add_pending,
     add_prior,
     assign_priors,
@@ -244,7 +245,7 @@ def test_with_nothing_in_flight_both_pending_rules_are_plain_puct() -> None:
 def test_dropping_a_child_takes_its_visits_and_values_out_of_the_parent() -> None:
     parent = Node((), n=4, fn=4, q=0.0)  # one visit at +1 and three at -1/3 overall
     child = Node((1,), parent, 1, n=3, fn=3, q=-1 / 3)
-    drop_child_visits(parent, child)
+    drop_child_visits(parent, Visits.of(child))
     assert (parent.n, parent.fn) == (1, 1)
     assert parent.q == pytest.approx(1.0)
 

@@ -147,9 +147,7 @@ class HFJudge:
         first_label = logits[:, list(self.label_ids)].float().softmax(-1)[:, 0].tolist()
         # In each response's rows, the first puts the good option first (label 0), the next second.
         orders = len(self.orders)
-        good = [
-            p if self.orders[i % orders] else 1.0 - p for i, p in enumerate(first_label)
-        ]
+        good = [p if self.orders[i % orders] else 1.0 - p for i, p in enumerate(first_label)]
         return [self._combine(good[i : i + orders]) for i in range(0, len(good), orders)]
 
     def _cached_prefix(self, rows: list[list[int]]) -> tuple[KV, int]:

@@ -29,14 +29,6 @@ def body(**fields) -> dict:
     return {"model": MODEL, "messages": HELLO, "max_tokens": 8, **fields}
 
 
-@pytest.fixture
-def client(generator):
-    app = build_app(generator, api_key=KEY, model_name=MODEL, limits=ServerLimits(max_tokens=64))
-    with TestClient(app) as test_client:
-        test_client.headers.update(AUTH)
-        yield test_client
-
-
 def chat(client, **fields) -> dict:
     response = client.post("/v1/chat/completions", json=body(**fields))
     assert response.status_code == 200, response.text

@@ -14,17 +14,9 @@ from fastapi.testclient import TestClient
 
 from rain_integrations.server import ServerLimits, build_app
 from tests.integrations.live import running, sse_events, wait_for
-from tests.integrations.test_server import AUTH, KEY, MODEL, SlowJudge, body, judged_by
+from tests.integrations.test_server import KEY, MODEL, SlowJudge, body, judged_by
 
 SLOW_STEPS = {"max_iterations": 400, "min_fresh_iterations": 400, "early_stop_visits": 10_000}
-
-
-@pytest.fixture
-def client(generator):
-    app = build_app(generator, api_key=KEY, model_name=MODEL, limits=ServerLimits(max_tokens=64))
-    with TestClient(app) as test_client:
-        test_client.headers.update(AUTH)
-        yield test_client
 
 
 def refused(response: httpx.Response, status: int, param: str | None = None) -> dict:
