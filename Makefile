@@ -38,7 +38,7 @@ demo: $(DEMO_STAMP)
 	@echo "### vanilla vs RAIN with a keyword judge ($(DEMO_JUDGE)): a rule, not a model, says what is bad"
 	$(BIN)/rain compare "$(PROMPT)" --preset fast --max-new-tokens 32 --evaluator "$(DEMO_JUDGE)" --explain --quiet
 	@echo "### RAIN judging itself. Caveat: a 135M model judges near chance, so expect little change here"
-	$(BIN)/rain generate "$(PROMPT)" --preset fast --max-new-tokens 24 --quiet
+	$(BIN)/rain generate "$(PROMPT)" --preset fast --max-new-tokens 12 --quiet
 
 # The default run covers the real embedded model once; `slow` tests repeat it at length.
 test: $(STAMP)
