@@ -149,9 +149,13 @@ def concurrency(
     config = RainConfig.preset(
         "fast", max_new_tokens=sizes["concurrent_tokens"], parallel_leaves=leaves
     )
+    # Both runs start with cold judge and embedder caches: the second run would otherwise
+    # find the texts the first judged and embedded (same prompt, same seeds), and look faster.
+    cold(generator)
     start = time.perf_counter()
     solo = [generator.generate(prompt, config=config, seed=seed) for seed in range(count)]
     sequential = time.perf_counter() - start
+    cold(generator)
     start = time.perf_counter()
     with ThreadPoolExecutor(count) as pool:
         together = list(
@@ -176,6 +180,14 @@ def concurrency(
         flush=True,
     )
     return out
+
+
+def cold(generator: RainGenerator) -> None:
+    """Empty the generator's judge and embedder caches."""
+    for part in (generator.evaluator, generator.embedder):
+        clear = getattr(part, "clear_cache", None)
+        if clear is not None:
+            clear()
 
 
 def compare_dtypes(

@@ -51,6 +51,11 @@ class CachingEmbedder:
                     fresh[text] = self._cache[text] = vector.float().cpu()
             return torch.stack([fresh[t] if t in fresh else self._cache[t] for t in texts])
 
+    def clear_cache(self) -> None:
+        """Forget every embedding, e.g. so that a timed run starts cold."""
+        with self._lock:
+            self._cache.clear()
+
     def embed_uncached(self, texts: list[str]) -> torch.Tensor:
         raise NotImplementedError
 

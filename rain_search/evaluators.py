@@ -91,6 +91,11 @@ class CachedEvaluator:
                 fresh = {}
             return [fresh[r] if r in fresh else self._cache[(prompt, r)] for r in responses]
 
+    def clear_cache(self) -> None:
+        """Forget every score, e.g. so that a timed run starts cold."""
+        with self._lock:
+            self._cache.clear()
+
     def score_uncached(self, prompt: str, responses: Sequence[str]) -> list[float]:
         raise NotImplementedError
 

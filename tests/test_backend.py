@@ -195,3 +195,20 @@ def test_responses_judged_together_score_as_one_by_one(tiny_llama) -> None:
         alone.score(prompt, responses), abs=ATOL
     )
     assert counters.forward_calls - before == 2  # 8 rows, at most 6 a call
+
+
+def test_cleared_caches_judge_and_embed_again(tiny_llama) -> None:
+    from rain_search.embeddings import HiddenStateEmbedder
+
+    model, tokenizer = tiny_llama
+    evaluator = ModelEvaluator(model, tokenizer, "truthful")
+    embedder = HiddenStateEmbedder(model, tokenizer)
+    for part, call in ((evaluator, evaluator.score), (embedder, embedder.embed)):
+        args = ("Tell me a fact.", ["The moon is cheese."]) if part is evaluator else (["a b"],)
+        call(*args)
+        calls = part.counters.forward_calls
+        call(*args)
+        assert part.counters.forward_calls == calls  # cached
+        part.clear_cache()
+        call(*args)
+        assert part.counters.forward_calls > calls
