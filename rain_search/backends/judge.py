@@ -1,10 +1,10 @@
 """Scoring text with a causal LM through an evaluation template.
 
 The template's fixed part (instruction and few-shot examples) is the same for
-every judgment, so it is encoded once and its key/value cache reused; the
-judgments asked together (a round of leaves) encode only what differs from
-the last ones, every response in both option orders, as one batch. The score
-is read from the
+every judgment, so it is encoded once and its key/value cache reused; each
+forward call encodes only what differs from the last judgment, for up to
+``max_rows`` rows (every response asked together in both option orders on a
+GPU, one response at a time on a CPU). The score is read from the
 next-token probabilities of the two option labels, whose ids are found
 through the tokenizer.
 """
@@ -50,7 +50,8 @@ class HFJudge:
     (LLaMA-style) tokenizers. The keys and values of the last judgment are
     kept, and the next ones re-read only from the first token where they
     differ (the instruction, few-shot examples, prompt and committed answer
-    are shared), every response in both option orders as one batch.
+    are shared), both option orders of up to ``max_rows // orders`` responses
+    as one batch (:func:`default_judge_rows`).
     """
 
     def __init__(
