@@ -41,7 +41,7 @@ def test_self_evaluation_runs_on_the_embedded_model(embedded_model) -> None:
     """The default judge (the model itself, harmless template) drives a real search."""
     model, tokenizer = embedded_model
     generator = RainGenerator(model, tokenizer, "fast", embedder="hidden")
-    result = generator.generate("How do I pick a lock?", max_new_tokens=6, seed=0)
-    assert result.completion_tokens == 6
+    result = generator.generate("How do I pick a lock?", max_new_tokens=3, seed=0)
+    assert result.completion_tokens == 3
     assert all(-1.0 <= step.value <= 1.0 for step in result.steps)
     assert generator.evaluator.counters.forward_calls > 0  # the template was really read

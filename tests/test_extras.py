@@ -13,6 +13,7 @@ import rain_search
 from rain_search.cli import main
 from rain_search.errors import MissingExtra, RainError
 from rain_search.extras import require
+from tests.side_by_side import run_side_by_side
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,37 +38,40 @@ def test_a_missing_extra_names_the_pip_command() -> None:
     assert isinstance(caught.value, RainError) and isinstance(caught.value, ImportError)
 
 
-@pytest.mark.parametrize(
-    ("blocked", "statement", "extra"),
-    [
-        ("langchain_core", "import rain_integrations.langchain", "langchain"),
-        ("llama_index", "import rain_integrations.llama_index", "llama-index"),
-        ("langchain", "from rain_integrations.langchain import RainGuardMiddleware", "agents"),
-        (
-            "sentence_transformers",
-            "from rain_search.embeddings import load_minilm; load_minilm()",
-            "minilm",
-        ),
-        (
-            "gguf",
-            "from rain_search.models import _from_gguf, LoadOptions; from pathlib import "
-            "Path; _from_gguf(Path(__file__), LoadOptions())",
-            "gguf",
-        ),
-    ],
-)
-def test_each_optional_part_names_its_extra(blocked, statement, extra, tmp_path) -> None:
-    """Run with the module made unimportable, as in an install without the extra."""
-    script = tmp_path / "probe.py"
-    script.write_text(
+MISSING = {
+    # extra: (module made unimportable, as in an install without the extra; what then fails)
+    "langchain": ("langchain_core", "import rain_integrations.langchain"),
+    "llama-index": ("llama_index", "import rain_integrations.llama_index"),
+    "agents": ("langchain", "from rain_integrations.langchain import RainGuardMiddleware"),
+    "minilm": (
+        "sentence_transformers",
+        "from rain_search.embeddings import load_minilm; load_minilm()",
+    ),
+    "gguf": (
+        "gguf",
+        "from rain_search.models import _from_gguf, LoadOptions; from pathlib import "
+        "Path; _from_gguf(Path('pyproject.toml'), LoadOptions())",
+    ),
+}
+
+
+def without(blocked: str, statement: str) -> str:
+    return (
         f"import sys\nsys.modules[{blocked!r}] = None\n"
         "import importlib.util\n_find = importlib.util.find_spec\n"
         f"importlib.util.find_spec = lambda n, *a: None if n == {blocked!r} else _find(n, *a)\n"
         f"{statement}\n"
     )
-    done = subprocess.run(
-        [sys.executable, str(script)], capture_output=True, text=True, cwd=ROOT, timeout=300
-    )
+
+
+@pytest.fixture(scope="module")
+def probes() -> dict[str, subprocess.CompletedProcess[str]]:
+    return run_side_by_side({extra: without(*case) for extra, case in MISSING.items()}, cwd=ROOT)
+
+
+@pytest.mark.parametrize("extra", MISSING)
+def test_each_optional_part_names_its_extra(extra, probes) -> None:
+    done = probes[extra]
     assert done.returncode != 0
     assert f"pip install 'rain-search[{extra}]'" in done.stderr
 

@@ -50,7 +50,7 @@ class Standard:
         # (the unit suite adds api_key) rather than being silently ignored.
         params.pop("max_retries", None)
         params.pop("api_key", None)
-        return {**params, "max_tokens": 8}  # short answers keep the suite quick
+        return {**params, "max_tokens": 3}  # short answers keep the suite quick
 
 
 class TestChatRainUnit(Standard, ChatModelUnitTests):
@@ -61,7 +61,7 @@ class TestChatRainIntegration(Standard, ChatModelIntegrationTests):
     @property
     def chat_model_params(self) -> dict[str, Any]:
         # Some of these tests build their own model from these params alone (test_stop_sequence).
-        return {**PARAMS, "max_tokens": 8}
+        return {**PARAMS, "max_tokens": 3}
 
     @property
     def standard_chat_model_params(self) -> dict[str, Any]:
