@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 
 import httpx
 import pytest
@@ -133,6 +134,26 @@ def model_replicas() -> list:
     ]
 
 
+def busy_replica(timeout: float):
+    """A model replica that is computing: one with requests in flight to kill.
+
+    Polling ``/health`` cannot say which: the router sends it to the less-loaded
+    replica, and right after a deployment it may know one replica only, so all
+    the requests run on one and ``/health`` reads the idle other.
+    """
+    replicas = model_replicas()
+    assert len(replicas) == 2
+    for replica in replicas:
+        replica.cpu_percent(None)  # start each one's measuring window
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        busy = [replica for replica in replicas if replica.cpu_percent(None) > 30]
+        if busy:
+            return busy[0]
+    raise AssertionError(f"no model replica was busy within {timeout} s")
+
+
 SLOW_STEPS = {"max_iterations": 300, "min_fresh_iterations": 300, "early_stop_visits": 10_000}
 """Long enough steps that a replica is killed while it is still answering."""
 
@@ -166,10 +187,7 @@ def test_a_killed_replica_costs_no_cut_answer_and_the_deployment_recovers(cluste
     askers = [threading.Thread(target=ask, args=(i % 3 != 0,)) for i in range(6)]
     for asker in askers:
         asker.start()
-    wait_for(lambda: httpx.get("http://127.0.0.1:8766/health").json()["running"] > 0, 60)
-    replicas = model_replicas()
-    assert len(replicas) == 2
-    replicas[0].send_signal(signal.SIGKILL)
+    busy_replica(60).send_signal(signal.SIGKILL)
     for asker in askers:
         asker.join(300)
     outcomes = []
