@@ -89,6 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "started": now(),
         "note": args.note,
     }
+    earlier = None if BASELINE in variants else earlier_baseline(args.baseline, cases)
     vanilla = [generator.vanilla(c["prompt"], max_new_tokens=args.tokens) for c in cases]
     results: dict[str, list[RainResult]] = {}
     paired: dict[str, list[RainResult]] = {}
@@ -98,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         results[name], paired[name] = run_variant(generator, cases, config, args.concurrent)
         print(f"[{started} -> {now()}] {name}: {config.parallel_leaves} leaves", flush=True)
     report["cases"] = case_rows(cases, vanilla, results)
-    baseline = baseline_texts(args.baseline, results, cases)
+    baseline = earlier or [result.text for result in results[BASELINE]]
     report["summary"] = {
         name: summarise(cases, vanilla, runs, baseline, paired[name])
         for name, runs in results.items()
@@ -136,15 +137,17 @@ def run_variant(
     return runs, pairs
 
 
-def baseline_texts(
-    path: Path | None, results: dict[str, list[RainResult]], cases: list[dict[str, Any]]
-) -> list[str]:
-    """One-leaf-at-a-time answers: from this run, or from an earlier results file."""
-    if BASELINE in results:
-        return [result.text for result in results[BASELINE]]
+def earlier_baseline(path: Path | None, cases: list[dict[str, Any]]) -> list[str]:
+    """One-leaf-at-a-time answers from an earlier results file, checked before any run."""
     if path is None:
         raise SystemExit(f"--skip {BASELINE} needs --baseline RESULTS.json from an earlier run")
     rows = {row["prompt"]: row for row in json.loads(path.read_text(encoding="utf-8"))["cases"]}
+    missing = [c["prompt"] for c in cases if BASELINE not in rows.get(c["prompt"], {})]
+    if missing:
+        raise SystemExit(
+            f"--baseline {path} has no {BASELINE} answer for {len(missing)} case(s), e.g. "
+            f"{missing[0]!r}: pass a results file of a run that included {BASELINE}"
+        )
     return [rows[case["prompt"]][BASELINE]["text"] for case in cases]
 
 
