@@ -122,3 +122,16 @@ def test_random_shape_models_build_offline() -> None:
     assert model.config.vocab_size == len(tokenizer)
     with pytest.raises(SystemExit, match="unknown random shape"):
         load("random:13b", "cpu")
+
+
+def test_efficacy_baseline_without_one_leaf_answers_is_refused_before_any_run(tmp_path) -> None:
+    from benchmarks.efficacy import earlier_baseline
+
+    cases = [{"prompt": "What color is the sky?"}]
+    only_shipped = tmp_path / "efficacy.json"
+    only_shipped.write_text(json.dumps({"cases": [{"prompt": cases[0]["prompt"], "shipped": {}}]}))
+    with pytest.raises(SystemExit, match="has no k1 answer for 1 case"):
+        earlier_baseline(only_shipped, cases)
+    with_k1 = tmp_path / "before.json"
+    with_k1.write_text(json.dumps({"cases": [{"prompt": cases[0]["prompt"], "k1": {"text": "t"}}]}))
+    assert earlier_baseline(with_k1, cases) == ["t"]
