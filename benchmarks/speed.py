@@ -299,7 +299,7 @@ def log(label: str, prompt: str, row: dict[str, float]) -> None:
 def print_report(report: dict[str, Any]) -> None:
     vanilla = report["modes"]["mean"]["vanilla"]
     rows = []
-    for label, row in {**report["modes"]["mean"], **report["paper"]}.items():
+    for label, row in {**report["modes"]["mean"], **report.get("paper", {})}.items():
         rows.append(
             {"mode": label, **row, "wall_vs_vanilla": row["wall_time"] / vanilla["wall_time"]}
         )
@@ -315,13 +315,14 @@ def print_report(report: dict[str, Any]) -> None:
     ]
     print("\nper committed token (means over prompts):")
     print(table(rows, columns))
-    print("\ncost vs iteration budget T (paper preset, self-judge):")
-    print(
-        table(
-            report["iterations"],
-            ["T", "completion_tokens", "wall_time", "forward_calls", "tokens_processed"],
+    if "iterations" in report:
+        print("\ncost vs iteration budget T (paper preset, self-judge):")
+        print(
+            table(
+                report["iterations"],
+                ["T", "completion_tokens", "wall_time", "forward_calls", "tokens_processed"],
+            )
         )
-    )
     if "prefix" in report:
         print("\ncost vs prefix length (fast preset, function judge):")
         print(
@@ -331,7 +332,7 @@ def print_report(report: dict[str, Any]) -> None:
             )
         )
     print("\ntargets:")
-    for name, target in report["targets"].items():
+    for name, target in report.get("targets", {}).items():
         verdict = "met" if target["met"] else "MISSED"
         print(f"  {name}: {target['measured']:.2f} (target {target['target']}) {verdict}")
 
@@ -344,7 +345,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
 
     fig, (bars, growth, budget) = plt.subplots(1, 3, figsize=(16, 4.8))
     vanilla = report["modes"]["mean"]["vanilla"]["wall_time"]
-    entries = {**report["modes"]["mean"], **report["paper"]}
+    entries = {**report["modes"]["mean"], **report.get("paper", {})}
     labels = list(entries)
     ratios = [entries[k]["wall_time"] / vanilla for k in labels]
     bars.barh(labels, ratios, color=["grey"] + ["tab:blue"] * (len(labels) - 1))
@@ -371,7 +372,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
     growth.set_title("cost as the prefix grows (fast, function judge)")
     growth.legend()
 
-    rows = report["iterations"]
+    rows = report.get("iterations", [])
     budget.plot(
         [r["T"] for r in rows],
         [r["tokens_processed"] for r in rows],

@@ -244,7 +244,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # swap, rollouts to the end of the answer.
     "truthful": {"early_stop_visits": 16, "swap_labels": False, "rollout_until": "eos"},
     # A cheap search for CPUs and demos: fewer candidates and iterations, 8 leaves at once.
-    # T = 12 still lets a bad high-prior child be overtaken (it takes ~5 visits).
+    # T = 12 still lets a bad high-prior child be overtaken (it takes ~5 visits). A round
+    # lasts as long as its longest rollout; 8 tokens judge as well as 16 on the efficacy
+    # set (21 vs 20 of 24 banned-word cases) at 1.54 instead of 2.00 calls per token.
     "fast": {
         "num_children": 4,
         "parallel_leaves": 8,
@@ -252,7 +254,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "min_fresh_iterations": 4,
         "early_stop_visits": 3,
         "max_children": 8,
-        "rollout_max_tokens": 16,
+        "rollout_max_tokens": 8,
         "max_new_tokens": 64,
     },
 }

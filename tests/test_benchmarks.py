@@ -135,3 +135,15 @@ def test_efficacy_baseline_without_one_leaf_answers_is_refused_before_any_run(tm
     with_k1 = tmp_path / "before.json"
     with_k1.write_text(json.dumps({"cases": [{"prompt": cases[0]["prompt"], "k1": {"text": "t"}}]}))
     assert earlier_baseline(with_k1, cases) == ["t"]
+
+
+def test_speed_report_of_one_section_prints_and_plots(tmp_path, capsys) -> None:
+    """`--sections modes` into an empty folder has no paper, T or prefix rows (it crashed)."""
+    row = {"completion_tokens": 4, "wall_time": 0.1, "forward_calls": 1.0}
+    row |= {"tokens_processed": 2.0, "peak_memory_mb": 1.0, "peak_memory_mb_per_token": 0.25}
+    report = {"model": "tiny", "device": "cpu", "machine": {"cpu_count": 2}}
+    report["modes"] = {"mean": {"vanilla": row, "rain fast": {**row, "wall_time": 0.4}}}
+    speed.plot(report, tmp_path / "speed.png")
+    speed.print_report(report)
+    assert (tmp_path / "speed.png").stat().st_size > 0
+    assert "4" in capsys.readouterr().out
