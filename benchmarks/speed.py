@@ -296,10 +296,15 @@ def log(label: str, prompt: str, row: dict[str, float]) -> None:
     )
 
 
+def per_token_rows(report: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Every mode's per-token means by label: the `fast` modes, then `paper` when it ran."""
+    return {**report["modes"]["mean"], **report.get("paper", {})}
+
+
 def print_report(report: dict[str, Any]) -> None:
     vanilla = report["modes"]["mean"]["vanilla"]
     rows = []
-    for label, row in {**report["modes"]["mean"], **report.get("paper", {})}.items():
+    for label, row in per_token_rows(report).items():
         rows.append(
             {"mode": label, **row, "wall_vs_vanilla": row["wall_time"] / vanilla["wall_time"]}
         )
@@ -345,7 +350,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
 
     fig, (bars, growth, budget) = plt.subplots(1, 3, figsize=(16, 4.8))
     vanilla = report["modes"]["mean"]["vanilla"]["wall_time"]
-    entries = {**report["modes"]["mean"], **report.get("paper", {})}
+    entries = per_token_rows(report)
     labels = list(entries)
     ratios = [entries[k]["wall_time"] / vanilla for k in labels]
     bars.barh(labels, ratios, color=["grey"] + ["tab:blue"] * (len(labels) - 1))
