@@ -2,7 +2,8 @@
 
 Above the engine: a stream hands its search to the generator's scheduler and
 takes each committed step from the queue the engine fills, on whatever thread
-(or event loop) reads it.
+(or event loop) reads it; the reader's thread runs the engine's calls while
+it waits.
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ from rain_search.work import Policy
 class RainStream:
     """Committed steps of one generation as they happen; ``result`` at the end.
 
-    The search runs on the generator's engine thread; reading a step is taking
-    it from a queue, so any thread may call ``next`` (a server's thread pool
-    does) and several streams can be read at once.
+    Reading a step drives the generator's engine until the step is there (or
+    waits while another reader drives it), so any thread may call ``next`` (a
+    server's thread pool does) and several streams can be read at once.
     """
 
     def __init__(
@@ -53,7 +54,9 @@ class RainStream:
     def __next__(self) -> StepStats:
         if self._ended:
             raise StopIteration
-        item = self.start()._task.steps.get()  # type: ignore[union-attr]
+        self.start()
+        assert self._task is not None
+        item = self._scheduler.take(self._task)
         if isinstance(item, StepStats):
             return item
         self._ended = True

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import time
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -206,16 +206,23 @@ def test_cancelling_one_search_leaves_the_others_running(generator) -> None:
     assert other.result is not None and other.result.completion_tokens > 0
 
 
-def test_the_engine_thread_ends_when_idle(tiny_llama) -> None:
+def test_the_reading_thread_runs_the_search_and_no_engine_thread_is_left(tiny_llama) -> None:
     model, tokenizer = tiny_llama
-    generator = RainGenerator(model, tokenizer, "fast", evaluator=lambda t: 0.0)
-    generator.scheduler.idle_exit = 0.05
-    generator.generate("Hi", max_new_tokens=3)
-    deadline = time.monotonic() + 5
-    while generator.scheduler.running and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert not generator.scheduler.running
-    assert generator.generate("Hi", max_new_tokens=3).completion_tokens > 0  # starts again
+    judged_on: set[str] = set()
+
+    def judge(text: str) -> float:
+        judged_on.add(threading.current_thread().name)
+        return 0.0
+
+    generator = RainGenerator(model, tokenizer, "fast", evaluator=judge)
+    before = set(threading.enumerate())
+    assert generator.generate("Hi", max_new_tokens=3).completion_tokens > 0
+    assert judged_on == {threading.current_thread().name}
+    assert set(threading.enumerate()) <= before
+    with ThreadPoolExecutor(2, thread_name_prefix="reader") as pool:
+        answers = list(pool.map(lambda p: generator.generate(p, max_new_tokens=3), ["Hi", "Yo"]))
+    assert all(answer.completion_tokens > 0 for answer in answers)
+    assert judged_on - {threading.current_thread().name} <= {"reader_0", "reader_1"}
 
 
 def test_explain_shows_which_leaves_ran_together(generator, tmp_path) -> None:

@@ -94,6 +94,7 @@ def test_keyboard_interrupt_in_the_cli_exits_cleanly(monkeypatch, capsys) -> Non
     def interrupted(args):
         raise KeyboardInterrupt  # as if Ctrl-C arrived while the model loads or searches
 
+    cli.build_parser()  # import the plug-in subcommands unpatched: they keep what they import
     monkeypatch.setattr(cli, "make_generator", interrupted)
     assert cli.main(["generate", "hi"]) == 130
     assert capsys.readouterr().err.strip() == "rain: interrupted"
