@@ -8,7 +8,7 @@ import torch
 from rain_search.backends.base import ExpandRequest
 from rain_search.backends.hf import HFBackend
 from rain_search.backends.judge import HFJudge, label_token_id
-from rain_search.backends.proposals import sampling_log_probs
+from rain_search.backends.proposals import sampling
 from rain_search.errors import TemplateError
 from rain_search.evaluators import ModelEvaluator
 from rain_search.stats import Counters
@@ -78,7 +78,7 @@ def test_children_and_grandchildren_match_full_encode(tiny_llama, backend) -> No
         positions = range(len(base) - 1, len(base) - 1 + len(proposal.token_ids))
         # Priors are read under the sampling distribution: top-10, renormalised.
         expected = sum(
-            float(sampling_log_probs(full[pos], 10, 1.0)[tok])
+            prior(full[pos], 10, 1.0, tok)
             for pos, tok in zip(positions, proposal.token_ids, strict=True)
         )
         assert proposal.log_prob == pytest.approx(expected, abs=ATOL)
@@ -212,3 +212,8 @@ def test_cleared_caches_judge_and_embed_again(tiny_llama) -> None:
         part.clear_cache()
         call(*args)
         assert part.counters.forward_calls > calls
+
+
+def prior(log_probs: torch.Tensor, top_k: int, temperature: float, token: int) -> float:
+    """A token's log-prob under the sampling distribution (top-k at T, renormalised)."""
+    return float(sampling(log_probs[None], top_k, temperature).log_prob(torch.tensor([token]))[0])

@@ -17,7 +17,7 @@ from rain_search import RainConfig
 from rain_search.backends.base import ExpandRequest
 from rain_search.backends.hf import HFBackend
 from rain_search.backends.judge import HFJudge
-from rain_search.backends.proposals import punctuation_table, sampling_log_probs
+from rain_search.backends.proposals import punctuation_table, sampling
 from rain_search.embeddings import HiddenStateEmbedder
 from rain_search.evaluators import FunctionEvaluator
 from rain_search.policy import TreeSearch
@@ -151,7 +151,7 @@ def test_priors_are_read_under_the_sampling_distribution(tiny_llama) -> None:
     for proposal in expansion.proposals:
         ids, expected = list(prompt), []
         for token in proposal.token_ids:
-            expected.append(float(sampling_log_probs(next_log_probs(model, ids), 5, 2.0)[token]))
+            expected.append(prior(next_log_probs(model, ids), 5, 2.0, token))
             ids.append(token)
         assert proposal.token_log_probs == pytest.approx(expected, abs=ATOL)
         full = [float(next_log_probs(model, list(prompt))[proposal.token_ids[0]])]
@@ -167,7 +167,7 @@ def test_a_set_cut_at_eos_keeps_only_the_log_probs_up_to_eos(tiny_llama) -> None
     for proposal in backend.expand([root], request, torch.Generator().manual_seed(0)).proposals:
         assert len(proposal.token_ids) == 1
         assert proposal.token_log_probs == pytest.approx(
-            [float(sampling_log_probs(root.next_log_probs, 5, 1.0)[proposal.token_ids[0]])]
+            [prior(root.next_log_probs, 5, 1.0, proposal.token_ids[0])]
         )
 
 
@@ -263,3 +263,8 @@ def test_similarity_updates_are_reported() -> None:
     result = run_alone(search, [3, 3])
     assert result.stats["similarity_updates"] == sum(s.similarity_updates for s in result.steps)
     assert result.stats["similarity_updates"] > 0
+
+
+def prior(log_probs: torch.Tensor, top_k: int, temperature: float, token: int) -> float:
+    """A token's log-prob under the sampling distribution (top-k at T, renormalised)."""
+    return float(sampling(log_probs[None], top_k, temperature).log_prob(torch.tensor([token]))[0])

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
 
 from rain_search.errors import ModelLoadError
 
@@ -65,6 +66,56 @@ def cache_rows(cache: DynamicCache, row: int, start: int, stop: int) -> KV:
         (keys[row : row + 1, :, start:stop].clone(), values[row : row + 1, :, start:stop].clone())
         for keys, values in map(layer_tensors, cache.layers)
     )
+
+
+class RoomyLayer(DynamicLayer):
+    """A cache layer that appends into spare positions instead of copying itself.
+
+    ``DynamicLayer`` concatenates on every call, so a batch's whole cache is
+    copied once per decoded token and layer. This layer holds (batch, heads,
+    room, head_dim) buffers; ``keys``/``values`` are views of the first
+    ``length`` positions, and an append writes the new positions in place
+    (the buffer doubles when it is full).
+    """
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, length: int) -> None:
+        super().__init__()
+        self.dtype, self.device = keys.dtype, keys.device
+        self.is_initialized = True
+        self._room = (keys, values)
+        self._length = length
+        self._show()
+
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: object, **kwargs: object
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        end = self._length + key_states.shape[-2]
+        if end > self._room[0].shape[-2]:
+            self._room = tuple(grow(part, 2 * end) for part in self._room)  # type: ignore[assignment]
+        for part, new in zip(self._room, (key_states, value_states), strict=True):
+            part[:, :, self._length : end] = new
+        self._length = end
+        self._show()
+        assert self.keys is not None and self.values is not None
+        return self.keys, self.values
+
+    def _show(self) -> None:
+        self.keys = self._room[0][:, :, : self._length]
+        self.values = self._room[1][:, :, : self._length]
+
+
+def grow(room: torch.Tensor, size: int) -> torch.Tensor:
+    """``room`` (batch, heads, tokens, dim) copied into a buffer of ``size`` positions."""
+    bigger = room.new_zeros(room.shape[0], room.shape[1], size, room.shape[3])
+    bigger[:, :, : room.shape[-2]] = room
+    return bigger
+
+
+def roomy_cache(rooms: Sequence[tuple[torch.Tensor, torch.Tensor]], length: int) -> DynamicCache:
+    """A cache over per-layer (keys, values) buffers whose first ``length`` positions hold data."""
+    cache = DynamicCache()
+    cache.layers = [RoomyLayer(keys, values, length) for keys, values in rooms]
+    return cache
 
 
 def layer_tensors(layer: object) -> tuple[torch.Tensor, torch.Tensor]:

@@ -11,6 +11,7 @@ copy of each rule.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -22,42 +23,92 @@ Trim = Callable[[Any, int], Any]
 """A backend's state without its last n tokens."""
 
 
-def sampling_log_probs(log_probs: torch.Tensor, top_k: int, temperature: float) -> torch.Tensor:
-    """Log-probs of the distribution tokens are drawn from: top-k of ``log_probs / T``.
+@dataclass
+class Sampling:
+    """Rows' sampling distribution: top-k of ``log_probs / T``, renormalised (k=0: no cut).
 
-    Renormalised over the top-k (k=0: no cut), -inf elsewhere. Candidate
-    priors are read from it, as the reference does. Temperature 0 (greedy)
-    reads priors at temperature 1.
+    With a cut it is kept on its support: ``log_probs`` (rows, k) and the
+    token ``ids`` (rows, k) they belong to, in ascending id order, so drawing
+    from it reads k numbers per row instead of the whole vocabulary (a running
+    sum over 50k float64 entries per row cost more than the rest of a step's
+    bookkeeping). Without one, ``ids`` is None and ``log_probs`` covers the
+    vocabulary. Candidate priors are read from it, as the reference does.
+    """
+
+    log_probs: torch.Tensor
+    ids: torch.Tensor | None
+
+    def most_likely(self) -> torch.Tensor:
+        """(rows,) the most likely token of each row (the lowest id among equals)."""
+        return self._tokens(self.log_probs.argmax(-1))
+
+    def invert(self, uniform: torch.Tensor) -> torch.Tensor:
+        """(rows,) the token each row gives at its ``uniform`` (rows, 1) number.
+
+        Inverse CDF in token-id order: zero-probability tokens add nothing to
+        the running sum, so this is the token a sum over the whole vocabulary
+        would give. Rows are independent: rows of many leaves can be inverted
+        in one call and each gets what it would get alone.
+        """
+        cdf = self.log_probs.exp().cumsum(-1, dtype=torch.float64)
+        picks = torch.searchsorted(cdf, uniform * cdf[..., -1:], right=True)
+        return self._tokens(picks.squeeze(-1).clamp_(max=cdf.shape[-1] - 1))
+
+    def log_prob(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(rows,) log-prob of each row's token in ``tokens`` (rows,); -inf off the support."""
+        if self.ids is None:
+            return self.log_probs.gather(-1, tokens[:, None]).squeeze(-1)
+        found = self.ids == tokens[:, None]
+        return self.log_probs.masked_fill(~found, float("-inf")).amax(-1)
+
+    def rows(self, rows: slice) -> Sampling:
+        return Sampling(self.log_probs[rows], None if self.ids is None else self.ids[rows])
+
+    def _tokens(self, positions: torch.Tensor) -> torch.Tensor:
+        if self.ids is None:
+            return positions
+        return self.ids.gather(-1, positions[:, None]).squeeze(-1)
+
+
+def sampling(log_probs: torch.Tensor, top_k: int, temperature: float) -> Sampling:
+    """The distribution tokens are drawn from (:class:`Sampling`) for (rows, vocab) ``log_probs``.
+
+    Temperature 0 (greedy) reads priors at temperature 1. The cut keeps the
+    k tokens ``torch.topk`` picks (at a tie on the k-th value, its choice).
     """
     logits = log_probs / (temperature or 1.0)
     if 0 < top_k < logits.shape[-1]:
-        kth = logits.topk(top_k, dim=-1).values[..., -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    return logits.log_softmax(-1)
+        values, ids = logits.topk(top_k, dim=-1)
+        ids, order = ids.sort(-1)
+        return Sampling(values.gather(-1, order).log_softmax(-1), ids)
+    return Sampling(logits.log_softmax(-1), None)
 
 
-def draw(dist: torch.Tensor, temperature: float, generator: torch.Generator) -> torch.Tensor:
-    """One token per row of ``dist`` (log-probs); temperature 0 takes the most likely.
+def draw(dist: Sampling, temperature: float, generator: torch.Generator) -> torch.Tensor:
+    """One token per row of ``dist``; temperature 0 takes the most likely.
 
     Inverse-CDF sampling: one uniform number per row against the running sum
     of probabilities. Over a 50k vocabulary this is several times faster on a
     CPU than ``torch.multinomial``, and tokens of probability 0 are never drawn.
     """
     if temperature == 0.0:
-        return dist.argmax(-1)
-    cdf = dist.exp().cumsum(-1, dtype=torch.float64)
-    uniform = torch.rand(
-        cdf.shape[:-1] + (1,), generator=generator, dtype=torch.float64, device=cdf.device
-    )
-    picks = torch.searchsorted(cdf, uniform * cdf[..., -1:], right=True)
-    return picks.squeeze(-1).clamp_(max=cdf.shape[-1] - 1)
+        return dist.most_likely()
+    rows = dist.log_probs.shape[:-1]
+    return dist.invert(uniforms(rows, generator, dist.log_probs.device))
+
+
+def uniforms(
+    rows: tuple[int, ...], generator: torch.Generator, device: torch.device
+) -> torch.Tensor:
+    """The uniform numbers :func:`draw` takes from ``generator`` for ``rows`` rows: (*rows, 1)."""
+    return torch.rand(tuple(rows) + (1,), generator=generator, dtype=torch.float64, device=device)
 
 
 def sample_top_k(
     log_probs: torch.Tensor, top_k: int, temperature: float, generator: torch.Generator
 ) -> torch.Tensor:
     """One token per row from the top-k of ``log_probs / temperature`` (k=0: no cut)."""
-    return draw(sampling_log_probs(log_probs, top_k, temperature), temperature, generator)
+    return draw(sampling(log_probs, top_k, temperature), temperature, generator)
 
 
 def first_tokens(
@@ -92,13 +143,13 @@ def choose(
     this is the reference's top-k renormalisation); sampled rows over the top-k.
     """
     top_k = 0 if first is not None else request.top_k
-    dist = sampling_log_probs(log_probs, top_k, request.temperature)
+    dist = sampling(log_probs, top_k, request.temperature)
     if step == 0 and first is not None:
         picks = first
     else:
         sampled = draw(dist, request.temperature, generator)
-        picks = torch.where(greedy, dist.argmax(-1), sampled)
-    return picks, dist.gather(-1, picks[:, None]).squeeze(-1)
+        picks = torch.where(greedy, dist.most_likely(), sampled)
+    return picks, dist.log_prob(picks)
 
 
 def distinct(

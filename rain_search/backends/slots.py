@@ -19,16 +19,23 @@ from typing import Protocol
 
 import torch
 from transformers import DynamicCache
-from transformers.cache_utils import DynamicLayer
 
 from rain_search.backends.base import ExpandRequest, Expansion, Proposal
-from rain_search.backends.kv import KV, NodeState, concat_kv, layer_tensors, trim_state
+from rain_search.backends.kv import (
+    KV,
+    NodeState,
+    concat_kv,
+    layer_tensors,
+    roomy_cache,
+    trim_state,
+)
 from rain_search.backends.proposals import (
-    choose,
+    Sampling,
     distinct,
     first_tokens,
     rollout_ends,
-    sample_top_k,
+    sampling,
+    uniforms,
 )
 from rain_search.stats import Counters
 
@@ -85,6 +92,26 @@ class Job:
         return self.request.length if self.n_children else 0
 
 
+@dataclass(eq=False)
+class Part:
+    """Rows of one job drawn from one kind of distribution in one call."""
+
+    job: Job
+    rollout: bool
+    positions: list[int]  # rows of the call's log-probs, in the job's row order
+    kind: tuple[int, float]  # (top_k, temperature) the rows are drawn with
+    uniform: torch.Tensor  # (rows, 1) float64, what the job's generator gave them
+
+
+def uniforms_for(
+    rows: int, sampled: bool, generator: torch.Generator, device: torch.device
+) -> torch.Tensor:
+    """(rows, 1): the job's uniform numbers, or zeros for rows that draw nothing (fixed, greedy)."""
+    if sampled:
+        return uniforms((rows,), generator, device)
+    return torch.zeros(rows, 1, dtype=torch.float64, device=device)
+
+
 @dataclass
 class Row:
     job: Job
@@ -135,7 +162,9 @@ class SlotDecoder:
         job.tokens = [[] for _ in range(job.n_children + int(job.rollout))]
         job.token_log_probs = [[] for _ in range(job.n_children)]
         log_probs = leaf.next_log_probs.expand(len(job.tokens), -1)
-        self._joining += [Row(job, index, 0, token) for index, token in self._draw(job, log_probs)]
+        rows = {index: index for index in range(len(job.tokens))}
+        drawn = self._draw([(job, rows)], log_probs)[job]
+        self._joining += [Row(job, index, 0, token) for index, token in drawn]
         if not any(row.job is job for row in self._joining):
             self._finish(job)
         return job
@@ -172,57 +201,125 @@ class SlotDecoder:
         by_job: dict[Job, list[int]] = {}
         for position in self._live:
             by_job.setdefault(self.rows[position].job, []).append(position)
+        for job, positions in by_job.items():
+            job.step += 1
+            if job.step == job.length:
+                self._capture(job, [self.rows[p] for p in positions], positions, log_probs)
+        drawn = self._draw(
+            [
+                (job, {self.rows[p].index: p for p in positions})
+                for job, positions in by_job.items()
+            ],
+            log_probs,
+        )
         keep: list[int] = []
         finished: list[Job] = []
         for job, positions in by_job.items():
-            job.step += 1
-            rows = [self.rows[p] for p in positions]
-            if job.step == job.length:
-                self._capture(job, rows, positions, log_probs)
-            drawn = dict(self._draw(job, log_probs[positions], [row.index for row in rows]))
-            for position, row in zip(positions, rows, strict=True):
-                if row.index in drawn:
-                    row.token = drawn[row.index]
+            tokens = dict(drawn[job])
+            for position in positions:
+                row = self.rows[position]
+                if row.index in tokens:
+                    row.token = tokens[row.index]
                     keep.append(position)
-            if not any(row.index in drawn for row in rows):
+            if not tokens:
                 self._finish(job)
                 finished.append(job)
         self._live = keep  # the rest leave at the next relayout, when the next rows join
         return finished
 
     def _draw(
-        self, job: Job, log_probs: torch.Tensor, indices: Sequence[int] | None = None
-    ) -> list[tuple[int, int]]:
-        """Next tokens of the job's rows still running, as (row index, token).
+        self, rows_of: list[tuple[Job, dict[int, int]]], log_probs: torch.Tensor
+    ) -> dict[Job, list[tuple[int, int]]]:
+        """Next tokens of every job's rows still running, as (row index, token) per job.
 
-        ``log_probs`` has one row per index in ``indices`` (default: all the
-        job's rows). Candidates draw until the set is ``length`` long, the
-        rollout until its end rule fires; both from the job's generator, in
-        the order ``HFBackend.expand`` uses.
+        ``rows_of`` maps each job's live rows (row index) to rows of
+        ``log_probs``. Candidates draw until the set is ``length`` long, the
+        rollout until its end rule fires, each from its job's generator in the
+        order ``HFBackend.expand`` uses; rows drawn from the same kind of
+        distribution are cut and inverted in one call whatever their job, which
+        gives each row what drawing it alone would.
         """
-        backend, request = self.backend, job.request
-        indices = list(range(len(job.tokens))) if indices is None else list(indices)
-        drawn: list[tuple[int, int]] = []
-        children = [i for i in indices if i < job.n_children]
-        if children and job.step < job.length:
-            greedy = torch.tensor(job.greedy, device=backend.device, dtype=torch.bool)
-            picks, picked = choose(
-                log_probs[: job.n_children], job.first, greedy, request, job.step, job.generator
-            )
-            for row in range(job.n_children):
-                job.tokens[row].append(int(picks[row]))
-                job.token_log_probs[row].append(float(picked[row]))
-                drawn.append((row, int(picks[row])))
-        if job.rollout and job.n_children in indices:
-            tokens = job.tokens[job.n_children]
-            dist = log_probs[indices.index(job.n_children)][None]
-            token = int(sample_top_k(dist, 0, request.rollout_temperature, job.generator)[0])
-            tokens.append(token)
-            if not rollout_ends(
-                token, len(tokens), request, backend.eos_token_ids, backend.ends_clause
-            ):
-                drawn.append((job.n_children, token))
+        groups: dict[tuple[int, float], list[Part]] = {}
+        for job, rows in rows_of:
+            for part in self._parts(job, rows):
+                groups.setdefault(part.kind, []).append(part)
+        drawn: dict[Job, list[tuple[int, int]]] = {job: [] for job, _ in rows_of}
+        for (top_k, temperature), parts in groups.items():
+            index = torch.tensor([p for part in parts for p in part.positions])
+            dist = sampling(log_probs[index.to(log_probs.device)], top_k, temperature)
+            if temperature == 0.0:
+                sampled = dist.most_likely()
+            else:
+                sampled = dist.invert(torch.cat([part.uniform for part in parts]))
+            offset = 0
+            for part in parts:
+                rows = slice(offset, offset + len(part.positions))
+                offset = rows.stop
+                if part.rollout:
+                    drawn[part.job] += self._rollout_token(part.job, int(sampled[rows][0]))
+                else:
+                    drawn[part.job] += self._candidate_tokens(
+                        part.job, dist.rows(rows), sampled[rows]
+                    )
         return drawn
+
+    def _parts(self, job: Job, rows: dict[int, int]) -> list[Part]:
+        """What ``job`` draws this call: its candidates' rows, then its rollout's row."""
+        request, device, parts = job.request, self.backend.device, []
+        if job.step < job.length and 0 in rows:
+            count = job.n_children
+            fixed = job.step == 0 and job.first is not None
+            sampled = not fixed and request.temperature != 0.0
+            top_k = 0 if job.first is not None else request.top_k
+            parts.append(
+                Part(
+                    job=job,
+                    rollout=False,
+                    positions=[rows[index] for index in range(count)],
+                    kind=(top_k, request.temperature),
+                    uniform=uniforms_for(count, sampled, job.generator, device),
+                )
+            )
+        if job.rollout and job.n_children in rows:
+            temperature = request.rollout_temperature
+            parts.append(
+                Part(
+                    job=job,
+                    rollout=True,
+                    positions=[rows[job.n_children]],
+                    kind=(0, temperature),
+                    uniform=uniforms_for(1, temperature != 0.0, job.generator, device),
+                )
+            )
+        return parts
+
+    def _candidate_tokens(
+        self, job: Job, dist: Sampling, sampled: torch.Tensor
+    ) -> list[tuple[int, int]]:
+        """Each candidate's next token (fixed, greedy or ``sampled``), kept with its log-prob."""
+        if job.step == 0 and job.first is not None:
+            picks = job.first
+        else:
+            greedy = torch.tensor(job.greedy, device=sampled.device, dtype=torch.bool)
+            picks = torch.where(greedy, dist.most_likely(), sampled)
+        picked = dist.log_prob(picks)
+        out = []
+        for row, (token, log_prob) in enumerate(zip(picks.tolist(), picked.tolist(), strict=True)):
+            job.tokens[row].append(token)
+            job.token_log_probs[row].append(log_prob)
+            out.append((row, token))
+        return out
+
+    def _rollout_token(self, job: Job, token: int) -> list[tuple[int, int]]:
+        """The rollout's next token; nothing when the rollout ends with it."""
+        tokens = job.tokens[job.n_children]
+        tokens.append(token)
+        backend = self.backend
+        if rollout_ends(
+            token, len(tokens), job.request, backend.eos_token_ids, backend.ends_clause
+        ):
+            return []
+        return [(job.n_children, token)]
 
     def _capture(
         self, job: Job, rows: list[Row], positions: list[int], log_probs: torch.Tensor
@@ -280,7 +377,9 @@ class SlotDecoder:
         """Rebuild the cache with rows ``keep`` and the ``joining`` rows' contexts.
 
         Every row's context ends at the right edge; padding on the left is
-        trimmed to the longest context. One copy of the cache per change.
+        trimmed to the longest context. One copy of the cache per change, into
+        buffers with ``SPARE`` free positions, so the calls until the next
+        change append in place.
         """
         kept = [self.rows[i] for i in keep]
         rows = kept + joining
@@ -291,55 +390,37 @@ class SlotDecoder:
         old_width = self.width - trim
         width = max([old_width, *(context_length(row.job) for row in joining)])
         old = [layer_tensors(layer) for layer in self.cache.layers] if kept else []
-        index = torch.tensor(keep, device=self.backend.device, dtype=torch.long)
-        whole = len(keep) == len(self.rows)
-        layers = []
+        index = (
+            None if len(keep) == len(self.rows) else torch.tensor(keep, device=self.backend.device)
+        )
+        rooms = []
         for layer in range(len(old) or len(joining[0].job.context)):
             pair = []
             for part in (0, 1):
-                parts = []
+                ref = old[layer][part] if kept else joining[0].job.context[layer][part]
+                room = ref.new_zeros(len(rows), ref.shape[1], width + SPARE, ref.shape[3])
                 if kept:
-                    rows_kept = old[layer][part] if whole else old[layer][part][index]
-                    parts.append(pad_left(rows_kept[:, :, trim:], width))
-                if joining:
-                    parts.append(self._joining_block(joining, layer, part, width))
-                pair.append(parts[0] if len(parts) == 1 else torch.cat(parts))
-            layers.append((pair[0], pair[1]))
+                    block = old[layer][part][:, :, trim:]
+                    room[: len(kept), :, width - old_width : width] = (
+                        block if index is None else block[index]
+                    )
+                for offset, row in enumerate(joining, start=len(kept)):
+                    context = row.job.context[layer][part][0]
+                    room[offset, :, width - context.shape[-2] : width] = context
+                pair.append(room)
+            rooms.append((pair[0], pair[1]))
         for row in kept:
             row.start += width - old_width - trim
         for row in joining:
             row.start = width - context_length(row.job)
         self.rows, self.width = rows, width
         self._live = list(range(len(rows)))
-        self._set_cache(layers)
+        self.cache = roomy_cache(rooms, width)
 
-    @staticmethod
-    def _joining_block(joining: list[Row], layer: int, part: int, width: int) -> torch.Tensor:
-        """The joining rows' contexts, right-aligned in ``width`` positions."""
-        ref = joining[0].job.context[layer][part]
-        block = ref.new_zeros(len(joining), ref.shape[1], width, ref.shape[3])
-        for offset, row in enumerate(joining):
-            context = row.job.context[layer][part][0]
-            block[offset, :, width - context.shape[-2] :] = context
-        return block
 
-    def _set_cache(self, layers: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
-        if not layers:
-            self.cache = DynamicCache()
-            return
-        if not self.cache.layers or len(self.cache.layers) != len(layers):
-            self.cache = DynamicCache(ddp_cache_data=layers)
-            return
-        for cache_layer, (keys, values) in zip(self.cache.layers, layers, strict=True):
-            assert isinstance(cache_layer, DynamicLayer)  # what DynamicCache builds
-            cache_layer.keys, cache_layer.values = keys, values
+SPARE = 16
+"""Free positions a relayout leaves per row: a round of leaves is rarely longer."""
 
 
 def context_length(job: Job) -> int:
     return job.context[0][0].shape[-2]
-
-
-def pad_left(tensor: torch.Tensor, width: int) -> torch.Tensor:
-    """(batch, heads, tokens, dim) padded with zeros on the left to ``width`` tokens."""
-    missing = width - tensor.shape[-2]
-    return torch.nn.functional.pad(tensor, (0, 0, missing, 0)) if missing else tensor
