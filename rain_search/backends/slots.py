@@ -253,13 +253,13 @@ class SlotDecoder:
                 sampled = dist.invert(torch.cat([part.uniform for part in parts]))
             offset = 0
             for part in parts:
-                rows = slice(offset, offset + len(part.positions))
-                offset = rows.stop
+                share = slice(offset, offset + len(part.positions))
+                offset = share.stop
                 if part.rollout:
-                    drawn[part.job] += self._rollout_token(part.job, int(sampled[rows][0]))
+                    drawn[part.job] += self._rollout_token(part.job, int(sampled[share][0]))
                 else:
                     drawn[part.job] += self._candidate_tokens(
-                        part.job, dist.rows(rows), sampled[rows]
+                        part.job, dist.rows(share), sampled[share]
                     )
         return drawn
 
