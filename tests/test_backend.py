@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from transformers import DynamicCache
 
 from rain_search.backends.base import ExpandRequest
 from rain_search.backends.hf import HFBackend
 from rain_search.backends.judge import HFJudge, label_token_id
+from rain_search.backends.kv import roomy_cache
 from rain_search.backends.proposals import sampling
 from rain_search.errors import TemplateError
 from rain_search.evaluators import ModelEvaluator
@@ -217,3 +219,31 @@ def test_cleared_caches_judge_and_embed_again(tiny_llama) -> None:
 def prior(log_probs: torch.Tensor, top_k: int, temperature: float, token: int) -> float:
     """A token's log-prob under the sampling distribution (top-k at T, renormalised)."""
     return float(sampling(log_probs[None], top_k, temperature).log_prob(torch.tensor([token]))[0])
+
+
+def test_a_roomy_cache_layer_appends_past_its_room_like_a_dynamic_one() -> None:
+    keys, values = torch.randn(2, 3, 5, 4), torch.randn(2, 3, 5, 4)
+    room = [torch.zeros(2, 3, 6, 4), torch.zeros(2, 3, 6, 4)]
+    room[0][:, :, :5], room[1][:, :, :5] = keys, values
+    roomy = roomy_cache([(room[0], room[1])], 5)
+    plain = DynamicCache(ddp_cache_data=[(keys.clone(), values.clone())])
+    for _ in range(4):  # one fits the spare position, then the buffer must grow
+        new_k, new_v = torch.randn(2, 3, 1, 4), torch.randn(2, 3, 1, 4)
+        got, want = roomy.update(new_k, new_v, 0), plain.update(new_k, new_v, 0)
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+    assert roomy.get_seq_length() == 9
+
+
+def test_top_k_sampling_on_its_support_draws_what_the_whole_vocabulary_draws() -> None:
+    log_probs = torch.randn(6, 500).log_softmax(-1)
+    dist = sampling(log_probs, 15, 0.7)
+    assert dist.ids is not None and dist.ids.shape == (6, 15)
+    logits = log_probs / 0.7
+    kth = logits.topk(15, dim=-1).values[:, -1:]
+    dense = logits.masked_fill(logits < kth, float("-inf")).log_softmax(-1)
+    uniform = torch.rand(6, 1, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    cdf = dense.exp().cumsum(-1, dtype=torch.float64)
+    want = torch.searchsorted(cdf, uniform * cdf[:, -1:], right=True).squeeze(-1)
+    assert dist.invert(uniform).tolist() == want.tolist()
+    assert dist.most_likely().tolist() == dense.argmax(-1).tolist()
+    torch.testing.assert_close(dist.log_prob(want), dense.gather(-1, want[:, None])[:, 0])
