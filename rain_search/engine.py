@@ -90,10 +90,6 @@ class Engine:
         self.tasks.append(task)
         return task
 
-    @property
-    def busy(self) -> bool:
-        return bool(self.tasks)
-
     def run_once(self) -> None:
         """Settle what needs no model call, then one shared decoding call."""
         for task in self.tasks:
