@@ -11,6 +11,10 @@ next leaf joins the next call (fixed slots refilled as work finishes, as in
 vLLM's scheduler). Judging and embedding are answered per search, one call for
 all its texts at hand.
 
+Searches wait in a queue until their worst-case rows and key/value
+positions fit the engine's :class:`~rain_search.admission.Budget` beside the
+live ones, so a long batch of prompts never balloons one call.
+
 Each search's work is the same whatever runs beside it: it starts its
 iterations as soon as it has room (``parallel_leaves``), draws from random
 streams keyed by where it draws, and its judge and embedder calls see only its
@@ -26,10 +30,12 @@ import atexit
 import queue
 import threading
 import weakref
+from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from rain_search.admission import Budget, Footprint
 from rain_search.backends.base import Backend
 from rain_search.backends.hf import HFBackend
 from rain_search.backends.slots import Job, SlotDecoder
@@ -58,6 +64,7 @@ class Task:
     prompt_ids: Sequence[int]
     steps: queue.Queue[StepStats | BaseException | None] = field(default_factory=queue.Queue)
     waiting: list[Waiting] = field(default_factory=list)
+    footprint: Footprint | None = None  # set when the engine admits it
     started: bool = False
     done: bool = False
 
@@ -65,12 +72,20 @@ class Task:
 class Engine:
     """Runs searches' work on one backend, evaluator and embedder."""
 
-    def __init__(self, backend: Backend, evaluator: Evaluator, embedder: Embedder) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        evaluator: Evaluator,
+        embedder: Embedder,
+        budget: Budget | None = None,
+    ) -> None:
         self.backend = backend
         self.evaluator = evaluator
         self.embedder = embedder
+        self.budget = budget
         self.decoder = SlotDecoder(backend) if isinstance(backend, HFBackend) else None
-        self.tasks: list[Task] = []
+        self.tasks: list[Task] = []  # admitted: their work is in the calls
+        self.queued: deque[Task] = deque()  # waiting for room in the budget
 
     def solo(self, search: Policy, prompt_ids: Sequence[int]) -> Iterator[StepStats]:
         """Run one search on the caller's thread, yielding its steps."""
@@ -87,11 +102,15 @@ class Engine:
 
     def add(self, search: Policy, prompt_ids: Sequence[int]) -> Task:
         task = Task(search, list(prompt_ids))
-        self.tasks.append(task)
+        self.queue(task)
         return task
 
+    def queue(self, task: Task) -> None:
+        self.queued.append(task)
+
     def run_once(self) -> None:
-        """Settle what needs no model call, then one shared decoding call."""
+        """Admit what fits, settle what needs no model call, then one shared decoding call."""
+        self._admit()
         for task in self.tasks:
             self._guard(task, self._start, task)
         self._settle()
@@ -110,6 +129,23 @@ class Engine:
                     self._guard(task, self._send, task, waiting.iteration, job.result)
             self._settle()
         self.tasks = [task for task in self.tasks if not task.done]
+
+    def _admit(self) -> None:
+        """Move queued searches into the calls, in order, while the budget holds them."""
+        live = [task.footprint for task in self.tasks if task.footprint is not None]
+        while self.queued:
+            task = self.queued[0]
+            if task.search.cancelled():  # its reader left while it waited
+                self.queued.popleft()
+                self._end(task, Cancelled("the generation was cancelled"))
+                continue
+            footprint = task.search.footprint(len(task.prompt_ids))
+            if self.budget is not None and not self.budget.admits(live, footprint):
+                return
+            self.queued.popleft()
+            task.footprint = footprint
+            live.append(footprint)
+            self.tasks.append(task)
 
     # -- one search's work ---------------------------------------------------------
 
@@ -247,7 +283,9 @@ class Engine:
         task.steps.put(error)
 
     def cancel_all(self, why: str) -> None:
-        """End every search with :class:`Cancelled` (their readers see it)."""
+        """End every search, queued ones too, with :class:`Cancelled` (their readers see it)."""
+        self.tasks += self.queued
+        self.queued.clear()
         self._fail_all(Cancelled(why))
         self.tasks = []
 
@@ -318,7 +356,7 @@ class Scheduler:
     def _run_once(self) -> None:
         engine = self.engine
         while not self._inbox.empty():
-            engine.tasks.append(self._inbox.get_nowait())
+            engine.queue(self._inbox.get_nowait())
         if self._stopping:
             engine.cancel_all("the interpreter is exiting")
             return

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from rain_search.admission import Footprint
 from rain_search.backends.base import PUNCTUATION, Backend, ExpandRequest, Proposal
 from rain_search.config import RainConfig
 from rain_search.embeddings import Embedder
@@ -124,6 +125,14 @@ class TreeSearch:
         self.running += 1
         self.round_left -= 1
         return self.iterate(root)
+
+    def footprint(self, prompt_tokens: int) -> Footprint:
+        """The most this search holds in the decoder: every parallel leaf's candidate
+        rows and rollout row, each reaching the prompt and the whole answer."""
+        config = self.config
+        per_leaf = max(config.num_children, config.samples_per_expansion + 1) + 1
+        rows = config.parallel_leaves * per_leaf
+        return Footprint(rows=rows, kv_tokens=rows * (prompt_tokens + config.max_new_tokens))
 
     def round_size(self) -> int:
         """Leaves for the next round: ``parallel_leaves``, but no more than the step still needs.

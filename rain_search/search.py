@@ -16,6 +16,7 @@ from typing import Any
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from rain_search.admission import default_budget
 from rain_search.backends.hf import HFBackend
 from rain_search.backends.reencode import ReencodeBackend
 from rain_search.config import RainConfig
@@ -63,6 +64,13 @@ class RainGenerator:
     and judgment instead of sharing one cache along the tree: many times
     slower, but it works for models whose cache cannot be cut and joined, and
     it is the baseline the benchmarks measure the cached search against.
+
+    Concurrent searches (``generate_batch``, several streams, a server's
+    requests) share the engine's forward calls; ``max_batch_rows`` and
+    ``max_batch_kv_tokens`` bound what the live ones may hold at once (the
+    rest wait their turn). By default: 128 rows on a CPU, 1024 on a GPU, and
+    the key/value positions that fit 4 GiB on a CPU or half the GPU memory
+    free when the generator is built.
     """
 
     def __init__(
@@ -75,6 +83,8 @@ class RainGenerator:
         template: str | EvalTemplate | None = None,
         embedder: str | Embedder | None = "minilm",
         kv_cache: bool = True,
+        max_batch_rows: int | None = None,
+        max_batch_kv_tokens: int | None = None,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -89,7 +99,10 @@ class RainGenerator:
         self.embedder = make_embedder(embedder, model=model, tokenizer=tokenizer)
         note_model_defaults(getattr(model, "generation_config", None))
         # One engine per generator: concurrent searches share its forward calls.
-        self.scheduler = Scheduler(Engine(self.backend, self.evaluator, self.embedder))
+        budget = default_budget(
+            model.config, self.backend.device, max_batch_rows, max_batch_kv_tokens
+        )
+        self.scheduler = Scheduler(Engine(self.backend, self.evaluator, self.embedder, budget))
 
     @classmethod
     def from_pretrained(

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 import torch
 
+from rain_search.admission import Footprint
 from rain_search.backends.base import ExpandRequest, Expansion
 from rain_search.result import RainResult, StepStats
 from rain_search.stats import Counters
@@ -71,6 +72,10 @@ class Policy(Protocol):
     @property
     def ready_to_commit(self) -> bool:
         """The step is closed and no iteration of it is still running."""
+        ...
+
+    def footprint(self, prompt_tokens: int) -> Footprint:
+        """The most rows and key/value positions the search can hold in the decoder at once."""
         ...
 
     def begin(self, root_state: Any, prompt_ids: Sequence[int]) -> None:

@@ -13,9 +13,11 @@ from engine_fakes import ScriptedBackend, tree_trace
 from test_search import WordEmbedder, penalise_bad
 
 from rain_search import RainConfig
+from rain_search.admission import Budget, Footprint, default_budget
 from rain_search.backends.base import ExpandRequest
 from rain_search.backends.hf import HFBackend
 from rain_search.backends.slots import SlotDecoder
+from rain_search.errors import ConfigError
 from rain_search.evaluators import FunctionEvaluator
 from rain_search.explain import widest_round
 from rain_search.policy import TreeSearch
@@ -240,3 +242,62 @@ def test_explain_shows_which_leaves_ran_together(generator, tmp_path) -> None:
         evaluator=lambda t: -t.count("e") / 5,
     ).generate("Tell me a story", seed=4)
     assert "leaves run together" not in solo.explain()
+
+
+def test_a_batch_over_the_budget_waits_its_turn_and_answers_as_alone(tiny_llama) -> None:
+    """With room for one search's rows, searches run one after another (never more rows in
+    a call than the budget, beyond the one search always admitted) with their solo answers."""
+    model, tokenizer = tiny_llama
+    config = RainConfig.preset("fast").merged(max_new_tokens=8, parallel_leaves=2)
+    judge = lambda t: -t.count("e") / 5  # noqa: E731
+    narrow = RainGenerator(model, tokenizer, config, evaluator=judge, max_batch_rows=10)
+    wide = RainGenerator(model, tokenizer, config, evaluator=judge)
+    search_rows = 2 * (4 + 1)  # K leaves x (candidates + rollout row)
+    seen: list[int] = []
+    step = narrow.scheduler.engine.decoder.step  # type: ignore[union-attr]
+
+    def counting_step() -> list[object]:
+        seen.append(len(narrow.scheduler.engine.tasks))
+        return step()
+
+    narrow.scheduler.engine.decoder.step = counting_step  # type: ignore[method-assign,union-attr]
+    queued = narrow.generate_batch(PROMPTS[:4], seed=0)
+    assert narrow.scheduler.engine.budget.rows == search_rows
+    assert max(seen) == 1, "a second search was let in beside the first"
+    assert [r.token_ids for r in queued] == [
+        r.token_ids for r in wide.generate_batch(PROMPTS[:4], seed=0)
+    ]
+    assert queued[2].token_ids == wide.generate(PROMPTS[2], seed=0).token_ids
+
+
+def test_the_budget_admits_in_order_and_always_one() -> None:
+    budget = Budget(rows=50, kv_tokens=1000)
+    small, big = Footprint(rows=20, kv_tokens=400), Footprint(rows=80, kv_tokens=5000)
+    assert budget.admits([], big), "a search larger than the budget still runs alone"
+    assert budget.admits([small], small)
+    assert not budget.admits([small, small], small)  # rows
+    assert not budget.admits([Footprint(rows=1, kv_tokens=900)], small)  # key/value tokens
+    with pytest.raises(ConfigError, match="max_batch_rows"):
+        Budget(rows=0, kv_tokens=10)
+
+
+def test_a_search_cancelled_while_queued_never_starts(tiny_llama) -> None:
+    model, tokenizer = tiny_llama
+    generator = RainGenerator(model, tokenizer, "fast", evaluator=lambda t: 0.0, max_batch_rows=1)
+    first = generator.stream("Hello", max_new_tokens=6).start()
+    waiting = generator.stream("Tell me a story", max_new_tokens=6).start()
+    next(first)
+    assert generator.scheduler.engine.queued, "the second search should wait for the first"
+    waiting.close()
+    list(first)
+    assert list(waiting) == []
+    assert not generator.scheduler.engine.queued and not generator.scheduler.engine.tasks
+
+
+def test_default_budgets_follow_the_device_and_the_model(tiny_llama) -> None:
+    model, _ = tiny_llama
+    budget = default_budget(model.config, torch.device("cpu"), None, None)
+    per_token = 2 * 2 * 2 * 16 * 4  # K and V x layers x kv heads x head dim x fp32
+    assert budget.rows == 128
+    assert budget.kv_tokens == 4 * 2**30 // per_token
+    assert default_budget(model.config, torch.device("cpu"), 7, 9) == Budget(rows=7, kv_tokens=9)
