@@ -182,6 +182,31 @@ def test_judge_reuses_the_conversation_prefix_and_still_matches(tiny_llama) -> N
     assert reused == pytest.approx(fresh, abs=ATOL)
 
 
+def test_judgments_of_searches_in_turn_each_reuse_their_own_conversation(tiny_llama) -> None:
+    """Two searches judged alternately (as under a shared engine) do not evict each other."""
+    model, tokenizer = tiny_llama
+    template = load_template("harmless")
+    counters = Counters()
+    judge = HFJudge(model, tokenizer, template, counters, votes="soft")
+    bread, tea = "How do I bake bread?", "How do I make tea?"
+    judge.score(bread, ["Mix flour and water"])
+    judge.score(tea, ["Boil the water"])
+    before = counters.tokens_processed
+    [bread_score] = judge.score(bread, ["Mix flour and water, then knead."])
+    question = max(len(template.question_text(good_first)) for good_first in (True, False))
+    assert counters.tokens_processed - before == 2 * (len(", then knead.") + question)
+    before = counters.tokens_processed
+    [tea_score] = judge.score(tea, ["Boil the water, then steep."])
+    assert counters.tokens_processed - before == 2 * (len(", then steep.") + question)
+    fresh = HFJudge(model, tokenizer, template, Counters(), votes="soft")
+    assert bread_score == pytest.approx(
+        fresh.score(bread, ["Mix flour and water, then knead."])[0], abs=ATOL
+    )
+    assert tea_score == pytest.approx(
+        fresh.score(tea, ["Boil the water, then steep."])[0], abs=ATOL
+    )
+
+
 def test_responses_judged_together_score_as_one_by_one(tiny_llama) -> None:
     """A round's responses in one forward call (as on a GPU) score as judged one at a time."""
     model, tokenizer = tiny_llama

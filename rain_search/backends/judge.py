@@ -2,9 +2,9 @@
 
 The template's fixed part (instruction and few-shot examples) is the same for
 every judgment, so it is encoded once and its key/value cache reused; each
-forward call encodes only what differs from the last judgment, for up to
-``max_rows`` rows (every response asked together in both option orders on a
-GPU, one response at a time on a CPU). The score is read from the
+forward call encodes only what differs from the last judgment of the same
+conversation, for up to ``max_rows`` rows (every response asked together in
+both option orders on a GPU, one response at a time on a CPU). The score is read from the
 next-token probabilities of the two option labels, whose ids are found
 through the tokenizer.
 """
@@ -12,15 +12,19 @@ through the tokenizer.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
-from rain_search.backends.kv import KV, cache_rows, make_cache, trim_kv
+from rain_search.backends.kv import KV, cache_rows, join_kv, make_cache, trim_kv
 from rain_search.errors import PromptError, TemplateError
 from rain_search.stats import Counters
 from rain_search.templates import EvalTemplate
 from rain_search.untrusted import encode_segments
+
+RECENT_SLOTS = 8
+"""Recent judgments whose conversation cache is kept: a few concurrent searches' worth."""
 
 ORDERS = (True, False)
 """Good option first, then swapped: the two orders cancel position bias."""
@@ -39,6 +43,14 @@ def label_token_id(tokenizer: PreTrainedTokenizerBase, prefix: str, label: str) 
     return after[-1]
 
 
+@dataclass(eq=False)
+class Recent:
+    """A recent judgment's first row and its keys and values after the fixed part."""
+
+    ids: list[int]
+    kv: KV
+
+
 class HFJudge:
     """Scores (prompt, response) pairs in [-1, 1] with one template on one model.
 
@@ -47,11 +59,12 @@ class HFJudge:
     response with special-token parsing off), so the model reads
     exactly the tokens the text stands for: tokenising the pieces apart would
     add a spurious leading-space token at every join on SentencePiece
-    (LLaMA-style) tokenizers. The keys and values of the last judgment are
-    kept, and the next ones re-read only from the first token where they
-    differ (the instruction, few-shot examples, prompt and committed answer
-    are shared), both option orders of up to ``max_rows // orders`` responses
-    as one batch (:func:`default_judge_rows`).
+    (LLaMA-style) tokenizers. The keys and values of the fixed part, and of
+    the last judgment of each of a few recent conversations, are kept; the
+    next judgment re-reads only from the first token where it differs from
+    the closest of them (the instruction, few-shot examples, prompt and
+    committed answer are shared), both option orders of up to
+    ``max_rows // orders`` responses as one batch (:func:`default_judge_rows`).
     """
 
     def __init__(
@@ -76,7 +89,8 @@ class HFJudge:
             label_token_id(tokenizer, template.answer_prefix, label) for label in template.labels
         )
         self.fixed_ids = tokenizer.encode(template.fixed_text(), add_special_tokens=True)
-        self._last: tuple[list[int], KV] | None = None  # last judgment's first row, its cache
+        self._fixed: KV | None = None  # the fixed part's cache, encoded once
+        self._recent: list[Recent] = []  # most recently used first
 
     @property
     def device(self) -> torch.device:
@@ -85,7 +99,7 @@ class HFJudge:
     @torch.inference_mode()
     def fixed_cache(self) -> KV:
         """Keys and values of the template's fixed part, encoded once before the first judgment."""
-        if self._last is None:
+        if self._fixed is None:
             cache = DynamicCache()
             self.counters.count_forward(1, len(self.fixed_ids))
             self.model(
@@ -93,8 +107,8 @@ class HFJudge:
                 past_key_values=cache,
                 logits_to_keep=1,
             )
-            self._last = (self.fixed_ids, cache_rows(cache, 0, 0, len(self.fixed_ids)))
-        return self._last[1]
+            self._fixed = cache_rows(cache, 0, 0, len(self.fixed_ids))
+        return self._fixed
 
     def score(self, prompt: str, responses: Sequence[str]) -> list[float]:
         """One score per response: +1 surely good, -1 surely bad.
@@ -144,7 +158,7 @@ class HFJudge:
         logits = self.model(
             input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=last
         ).logits[:, 0]
-        self._last = (rows[0], cache_rows(cache, 0, 0, len(rows[0])))
+        self._remember(rows[0], cache)
         first_label = logits[:, list(self.label_ids)].float().softmax(-1)[:, 0].tolist()
         # In each response's rows, the first puts the good option first (label 0), the next second.
         orders = len(self.orders)
@@ -152,19 +166,38 @@ class HFJudge:
         return [self._combine(good[i : i + orders]) for i in range(0, len(good), orders)]
 
     def _cached_prefix(self, rows: list[list[int]]) -> tuple[KV, int]:
-        """Cache of the longest start shared by every row and the last judgment.
+        """Cache of the longest start shared by every row and a recent judgment.
 
         At least one token of each row is left to feed, so its logits exist.
         """
-        if self._last is None:
-            self.fixed_cache()
-        last_ids, last_kv = self._last or ([], ())
+        fixed = self.fixed_cache()
         limit = min(len(row) for row in rows) - 1
-        shared = min(common_prefix(row, last_ids) for row in rows)
-        shared = min(shared, limit)
-        if shared == 0:
-            return (), 0
-        return trim_kv(last_kv, shared), shared
+        fixed_shared = min(common_prefix(row, self.fixed_ids) for row in rows)
+        best, shared = None, min(fixed_shared, limit)
+        start = len(self.fixed_ids) if fixed_shared == len(self.fixed_ids) else 0
+        for recent in self._recent:  # every slot starts with the fixed part: compare after it
+            reach = min(min(common_prefix(row, recent.ids, start) for row in rows), limit)
+            if reach > max(shared, len(self.fixed_ids)):
+                best, shared = recent, reach
+        if best is None:
+            return (trim_kv(fixed, shared) if shared else ()), shared
+        tail = trim_kv(best.kv, shared - len(self.fixed_ids))
+        return join_kv([fixed, tail]), shared
+
+    def _remember(self, ids: list[int], cache: DynamicCache) -> None:
+        """Keep this judgment's conversation for the next judgments that share it.
+
+        The ``RECENT_SLOTS`` latest judgments are kept (least recently made
+        goes first), so searches judged in turn each find their own prompt
+        and answer so far instead of re-reading them after every other
+        search's judgment. A slot holds only the positions after the fixed
+        part, which all share.
+        """
+        start = len(self.fixed_ids)
+        if len(ids) <= start or ids[:start] != self.fixed_ids:
+            return
+        kept = [slot for slot in self._recent if slot.ids != ids]
+        self._recent = [Recent(ids, cache_rows(cache, 0, start, len(ids))), *kept][:RECENT_SLOTS]
 
     def _combine(self, good: list[float]) -> float:
         """Probabilities of the good option, one per order asked, as a score in [-1, 1]."""
@@ -194,10 +227,10 @@ def default_judge_rows(device: torch.device, orders: int) -> int:
     return 16 if device.type == "cuda" else orders
 
 
-def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    """How many leading tokens ``a`` and ``b`` share."""
-    shared = 0
-    for mine, theirs in zip(a, b, strict=False):
+def common_prefix(a: Sequence[int], b: Sequence[int], start: int = 0) -> int:
+    """How many leading tokens ``a`` and ``b`` share (the first ``start`` known equal)."""
+    shared = start
+    for mine, theirs in zip(a[start:], b[start:], strict=False):
         if mine != theirs:
             break
         shared += 1

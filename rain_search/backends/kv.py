@@ -31,9 +31,14 @@ class NodeState:
 
 def concat_kv(states: Sequence[NodeState]) -> KV:
     """The full context of the last state: its ancestors' caches end to end."""
-    if len(states) == 1:
-        return states[0].kv
-    layers = zip(*(state.kv for state in states), strict=True)
+    return join_kv([state.kv for state in states])
+
+
+def join_kv(parts: Sequence[KV]) -> KV:
+    """Caches of consecutive positions, end to end."""
+    if len(parts) == 1:
+        return parts[0]
+    layers = zip(*parts, strict=True)
     return tuple(
         (torch.cat([k for k, _ in layer], dim=-2), torch.cat([v for _, v in layer], dim=-2))
         for layer in layers
