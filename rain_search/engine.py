@@ -39,9 +39,7 @@ from rain_search.admission import Budget, Footprint
 from rain_search.backends.base import Backend
 from rain_search.backends.hf import HFBackend
 from rain_search.backends.slots import Job, SlotDecoder
-from rain_search.embeddings import Embedder
 from rain_search.errors import Cancelled
-from rain_search.evaluators import Evaluator
 from rain_search.result import StepStats
 from rain_search.stats import Counters
 from rain_search.work import Embed, Expand, Iteration, Judge, Policy, Reply, Work
@@ -70,18 +68,10 @@ class Task:
 
 
 class Engine:
-    """Runs searches' work on one backend, evaluator and embedder."""
+    """Runs searches' work on one backend; each search brings its own judge and embedder."""
 
-    def __init__(
-        self,
-        backend: Backend,
-        evaluator: Evaluator,
-        embedder: Embedder,
-        budget: Budget | None = None,
-    ) -> None:
+    def __init__(self, backend: Backend, budget: Budget | None = None) -> None:
         self.backend = backend
-        self.evaluator = evaluator
-        self.embedder = embedder
         self.budget = budget
         self.decoder = SlotDecoder(backend) if isinstance(backend, HFBackend) else None
         self.tasks: list[Task] = []  # admitted: their work is in the calls
@@ -225,14 +215,15 @@ class Engine:
         judges = [w for w in ready if isinstance(w.work, Judge)]
         embeds = [w for w in ready if isinstance(w.work, Embed)]
         replies: list[tuple[Waiting, Reply]] = []
+        search = task.search
         if judges:
             texts = [text for w in judges for text in w.work.texts]  # type: ignore[union-attr]
-            prompt = task.search.prompt
-            values = self._counted(task, self.evaluator, self.evaluator.score, prompt, texts)
+            judge = search.evaluator
+            values = self._counted(task, judge, judge.score, search.prompt, texts)
             replies += split(judges, values)
         if embeds:
             texts = [text for w in embeds for text in w.work.texts]  # type: ignore[union-attr]
-            vectors = self._counted(task, self.embedder, self.embedder.embed, texts)
+            vectors = self._counted(task, search.embedder, search.embedder.embed, texts)
             replies += split(embeds, vectors)
         for waiting, reply in replies:
             self._send(task, waiting.iteration, reply)

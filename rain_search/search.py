@@ -10,6 +10,7 @@ and ends with the :class:`~rain_search.result.RainResult`.
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -91,18 +92,43 @@ class RainGenerator:
         self.config = resolve_config(config)
         # kv_cache=False: re-encode the whole text for every candidate and judgment.
         self.backend = (HFBackend if kv_cache else ReencodeBackend)(model, tokenizer)
-        self.evaluator = make_evaluator(
-            evaluator, template, self.config.votes, self.config.swap_labels
-        )
-        if isinstance(self.evaluator, SelfEvaluator):
-            self.evaluator.bind(model, tokenizer, kv_cache=kv_cache)
+        self.evaluator = self._judge(evaluator, template)
         self.embedder = make_embedder(embedder, model=model, tokenizer=tokenizer)
         note_model_defaults(getattr(model, "generation_config", None))
         # One engine per generator: concurrent searches share its forward calls.
         budget = default_budget(
             model.config, self.backend.device, max_batch_rows, max_batch_kv_tokens
         )
-        self.scheduler = Scheduler(Engine(self.backend, self.evaluator, self.embedder, budget))
+        self.scheduler = Scheduler(Engine(self.backend, budget))
+
+    def with_judge(
+        self,
+        evaluator: str | Evaluator | Callable[..., float] | None = None,
+        *,
+        template: str | EvalTemplate | None = None,
+        **config_overrides: Any,
+    ) -> RainGenerator:
+        """A generator that judges differently and shares this one's model, embedder and engine.
+
+        Searches of both run in the same forward calls (one engine per model), so a
+        server answering requests with several templates, or a pipeline with a
+        second judge, batches them together. ``config_overrides`` change the new
+        generator's configuration (e.g. ``votes="soft"``).
+        """
+        twin = copy.copy(self)
+        twin.config = self.config.merged(**config_overrides) if config_overrides else self.config
+        twin.evaluator = twin._judge(evaluator, template)
+        return twin
+
+    def _judge(
+        self,
+        evaluator: str | Evaluator | Callable[..., float] | None,
+        template: str | EvalTemplate | None,
+    ) -> Evaluator:
+        judge = make_evaluator(evaluator, template, self.config.votes, self.config.swap_labels)
+        if isinstance(judge, SelfEvaluator):
+            judge.bind(self.model, self.tokenizer, kv_cache=isinstance(self.backend, HFBackend))
+        return judge
 
     @classmethod
     def from_pretrained(
@@ -324,7 +350,7 @@ def steps_alone(search: TreeSearch, prompt_ids: Sequence[int]) -> Iterator[StepS
 
     When the iterator is exhausted, ``search.result`` holds the answer.
     """
-    yield from Engine(search.backend, search.evaluator, search.embedder).solo(search, prompt_ids)
+    yield from Engine(search.backend).solo(search, prompt_ids)
 
 
 def run_alone(search: TreeSearch, prompt_ids: Sequence[int]) -> RainResult:

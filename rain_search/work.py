@@ -17,6 +17,8 @@ import torch
 
 from rain_search.admission import Footprint
 from rain_search.backends.base import ExpandRequest, Expansion
+from rain_search.embeddings import Embedder
+from rain_search.evaluators import Evaluator
 from rain_search.result import RainResult, StepStats
 from rain_search.stats import Counters
 
@@ -64,6 +66,8 @@ class Policy(Protocol):
     """
 
     prompt: str  # the text the judge reads as the question
+    evaluator: Evaluator  # this search's judge: searches on one engine may judge differently
+    embedder: Embedder
     cost: Counters  # this search's share of every call, charged by the engine
     result: RainResult | None  # set by the last step's finish_step
     closing: bool  # the step has what it needs: running iterations may be dropped

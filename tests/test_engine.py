@@ -301,3 +301,23 @@ def test_default_budgets_follow_the_device_and_the_model(tiny_llama) -> None:
     assert budget.rows == 128
     assert budget.kv_tokens == 4 * 2**30 // per_token
     assert default_budget(model.config, torch.device("cpu"), 7, 9) == Budget(rows=7, kv_tokens=9)
+
+
+def test_a_generator_with_another_judge_shares_the_engine_and_its_calls(tiny_llama) -> None:
+    model, tokenizer = tiny_llama
+    config = RainConfig.preset("fast").merged(max_new_tokens=8, parallel_leaves=2)
+    base = RainGenerator(model, tokenizer, config, evaluator=lambda t: -t.count("e") / 5)
+    twin = base.with_judge(lambda t: -t.count("a") / 5, seed=5)
+    assert twin.scheduler is base.scheduler and twin.backend is base.backend
+    assert twin.config.seed == 5 and base.config.seed == 0
+    alone = [base.generate("Tell me a story"), twin.generate("Tell me a story")]
+    calls = base.backend.counters.forward_calls
+    streams = [base.stream("Tell me a story").start(), twin.stream("Tell me a story").start()]
+    together = []
+    for stream in streams:
+        list(stream)
+        together.append(stream.result)
+    shared_calls = base.backend.counters.forward_calls - calls
+    assert [r.token_ids for r in together] == [r.token_ids for r in alone]
+    assert alone[0].token_ids != alone[1].token_ids, "the two judges should steer apart"
+    assert shared_calls < sum(r.stats["forward_calls"] for r in alone)

@@ -3,7 +3,8 @@
 The server owns one model. A request may name a built-in evaluation template
 (or hard/soft votes, one or two label orders) other than the one the served
 generator judges with; its search then runs on a sibling generator that
-shares the model, tokenizer and embedder and differs only in its judge. Only
+shares the model, tokenizer, embedder and engine (so its searches share the
+forward calls of every other request) and differs only in its judge. Only
 built-in template names are accepted from a request: a file path from the
 network would let a client read the server's files.
 """
@@ -15,7 +16,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rain_integrations.server.errors import APIError, bad_request
-from rain_search.backends.hf import HFBackend
 from rain_search.evaluators import SelfEvaluator
 from rain_search.search import RainGenerator
 from rain_search.templates import builtin_names
@@ -104,13 +104,10 @@ class Generators:
 
 
 def sibling(base: RainGenerator, key: JudgeKey) -> RainGenerator:
-    """A generator on ``base``'s model and embedder whose self-evaluation uses ``key``."""
+    """A generator on ``base``'s model, embedder and engine whose self-evaluation uses ``key``.
+
+    Sharing the engine puts the sibling's searches in the same forward calls as
+    every other request's, whatever template each judges with.
+    """
     template, votes, swap_labels = key
-    return RainGenerator(
-        base.model,
-        base.tokenizer,
-        base.config.merged(votes=votes, swap_labels=swap_labels),
-        template=template,
-        embedder=base.embedder,
-        kv_cache=isinstance(base.backend, HFBackend),
-    )
+    return base.with_judge(template=template, votes=votes, swap_labels=swap_labels)
