@@ -3,12 +3,13 @@
     python -m benchmarks.efficacy                      # one leaf at a time vs the shipped fast
     python -m benchmarks.efficacy --variant k8=parallel_leaves:8 --variant k4=parallel_leaves:4
     python -m benchmarks.efficacy --concurrent 6       # decisions only: searches share calls
+    python -m benchmarks.efficacy --preset paper --skip shipped --variant k16=parallel_leaves:16
 
 Every case (``data/banned_words.yaml``) bans the words a plain answer would use; the
 search's judge scores -1 when one appears and +1 otherwise, so the judge alone defines
 success and a case is won when the answer keeps every banned word out. Each variant is
-the ``fast`` preset with a few fields changed (``k1``: one leaf at a time, the
-reference; ``shipped``: the preset as it ships). Reported per variant and case class:
+the ``fast`` preset (or ``--preset``) with a few fields changed (``k1``: one leaf at a
+time, the reference; ``shipped``: the preset as it ships). Reported per variant and case class:
 
 - ``avoided``: cases whose answer has no banned word (vanilla greedy beside it);
 - ``same_as_k1``: answers identical to the one-leaf-at-a-time answer;
@@ -73,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cases = load_cases()[: args.limit]
     model, tokenizer = load(args.model, args.device)
     judge = FunctionEvaluator(BannedWordJudge(cases), name="banned words", takes_prompt=True)
-    generator = RainGenerator(model, tokenizer, "fast", evaluator=judge)
+    generator = RainGenerator(model, tokenizer, args.preset, evaluator=judge)
     generator.warm_up()
     variants = {**DEFAULT_VARIANTS, **dict(args.variant)}
     for name in args.skip:
@@ -83,6 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "model": args.model or "embedded SmolLM2-135M-Instruct",
         "device": str(model.device),
         "dtype": str(model.dtype),
+        "preset": args.preset,
         "max_new_tokens": args.tokens,
         "concurrent": args.concurrent,
         "variants": {name: overrides for name, overrides in variants.items()},
@@ -94,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: dict[str, list[RainResult]] = {}
     paired: dict[str, list[RainResult]] = {}
     for name, overrides in variants.items():
-        config = RainConfig.preset("fast", max_new_tokens=args.tokens, seed=0, **overrides)
+        config = RainConfig.preset(args.preset, max_new_tokens=args.tokens, seed=0, **overrides)
         started = now()
         results[name], paired[name] = run_variant(generator, cases, config, args.concurrent)
         print(f"[{started} -> {now()}] {name}: {config.parallel_leaves} leaves", flush=True)
@@ -274,6 +276,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--model", default=None, help="model id/path (default: the embedded one)")
     parser.add_argument("--device", default=None)
     parser.add_argument("--tokens", type=int, default=32, help="max_new_tokens per answer")
+    parser.add_argument(
+        "--preset", default="fast", help="the preset every variant changes (default: fast)"
+    )
     parser.add_argument("--limit", type=int, default=None, help="only the first N cases")
     parser.add_argument(
         "--variant", type=parse_variant, action="append", default=[], help="NAME=field:value,..."

@@ -122,6 +122,18 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-new-tokens", type=int, help="override the preset's answer length")
     parser.add_argument("--seed", type=int, help="random seed (default: the preset's, 0)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1... (default: cuda if available)")
+    parser.add_argument(
+        "--max-batch-rows",
+        type=int,
+        help="rows the concurrent searches may hold in one forward call; the rest wait "
+        "(default: 128 on a CPU, 1024 on a GPU)",
+    )
+    parser.add_argument(
+        "--max-batch-kv-tokens",
+        type=int,
+        help="key/value positions the concurrent searches may hold "
+        "(default: what fits 4 GiB on a CPU, half the free GPU memory)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
 

@@ -46,6 +46,8 @@ class GeneratorSpec:
     device: str | None = None
     max_new_tokens: int | None = None
     seed: int | None = None
+    max_batch_rows: int | None = None
+    max_batch_kv_tokens: int | None = None
     quiet: bool = True
 
     @classmethod
@@ -68,7 +70,14 @@ class GeneratorSpec:
         evaluator = parse_evaluator(self.evaluator, self.template, self.device)
         template = self.template if evaluator is None else None
         return RainGenerator(
-            model, tokenizer, config, evaluator=evaluator, template=template, embedder=self.embedder
+            model,
+            tokenizer,
+            config,
+            evaluator=evaluator,
+            template=template,
+            embedder=self.embedder,
+            max_batch_rows=self.max_batch_rows,
+            max_batch_kv_tokens=self.max_batch_kv_tokens,
         )
 
 

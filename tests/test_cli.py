@@ -35,6 +35,18 @@ def test_generate_json_with_a_keyword_evaluator(capsys, model_dir) -> None:
     assert "rain: step 1:" in err  # progress goes to stderr
 
 
+def test_batch_budget_options_reach_the_generator(model_dir) -> None:
+    from rain_search.cli import build_parser
+    from rain_search.spec import GeneratorSpec
+
+    argv = ["generate", "Hi", "--model", model_dir, "--device", "cpu", "--evaluator", "avoid:e"]
+    args = build_parser().parse_args(
+        [*argv, "--max-batch-rows", "3", "--max-batch-kv-tokens", "99"]
+    )
+    budget = GeneratorSpec.from_args(args)().scheduler.engine.budget
+    assert budget is not None and (budget.rows, budget.kv_tokens) == (3, 99)
+
+
 def test_generate_explain_prints_the_tree(capsys, model_dir, tmp_path) -> None:
     args = ["generate", "Say something.", "--model", model_dir, "--device", "cpu", "--quiet"]
     args += ["--preset", "fast", "--max-new-tokens", "4", "--evaluator", "avoid:e"]

@@ -206,6 +206,8 @@ BUILDER_ARGS: dict[str, type] = {
     "device": str,
     "max_new_tokens": int,
     "seed": int,
+    "max_batch_rows": int,
+    "max_batch_kv_tokens": int,
     "replicas": int,
     "gpus_per_replica": float,
     "cpus_per_replica": float,
@@ -255,5 +257,16 @@ def app_builder(args: dict[str, str]) -> Any:
 
 
 GENERATOR_ARGS = frozenset(
-    {"model", "preset", "template", "evaluator", "embedder", "device", "max_new_tokens", "seed"}
+    {
+        "model",
+        "preset",
+        "template",
+        "evaluator",
+        "embedder",
+        "device",
+        "max_new_tokens",
+        "seed",
+        "max_batch_rows",
+        "max_batch_kv_tokens",
+    }
 )
