@@ -80,7 +80,7 @@ class TreeSearch:
         self.prompt_ids: list[int] = []
         self.answer: list[int] = []
         self.cost = Counters()  # this search's share of every call, attributed by the engine
-        self.started = time.perf_counter()
+        self.started = time.perf_counter()  # reset when the engine admits it
         self.out_of_budget = ""
         self.root: Node | None = None  # the current root: what the search keeps alive
         self.steps_done: list[StepStats] = []
@@ -95,7 +95,12 @@ class TreeSearch:
     # -- outer loop: search, commit, repeat ---------------------------------------
 
     def begin(self, root_state: object, prompt_ids: Sequence[int]) -> None:
-        """Start from the encoded prompt (the engine encodes it)."""
+        """Start from the encoded prompt (the engine encodes it).
+
+        The clock of ``timeout`` and ``wall_time`` starts here: time spent waiting
+        for room in the engine's batch budget is not charged to the answer.
+        """
+        self.started = time.perf_counter()
         self.prompt_ids = list(prompt_ids)
         self.root = Node((), state=root_state)
         self.step = StepProgress(before=self.cost.copy())

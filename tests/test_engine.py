@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -321,3 +322,22 @@ def test_a_generator_with_another_judge_shares_the_engine_and_its_calls(tiny_lla
     assert [r.token_ids for r in together] == [r.token_ids for r in alone]
     assert alone[0].token_ids != alone[1].token_ids, "the two judges should steer apart"
     assert shared_calls < sum(r.stats["forward_calls"] for r in alone)
+
+
+def test_time_waiting_for_room_is_not_charged_to_the_timeout(tiny_llama) -> None:
+    model, tokenizer = tiny_llama
+
+    def slow(text: str) -> float:
+        time.sleep(0.1)
+        return 0.0
+
+    first = RainGenerator(
+        model, tokenizer, "fast", evaluator=slow, embedder="hidden", max_batch_rows=1
+    )
+    second = first.with_judge(lambda t: 0.0, timeout=2.0)
+    long = first.stream("Tell me a story", max_new_tokens=10).start()
+    short = second.stream("Hello", max_new_tokens=4).start()
+    list(long)
+    list(short)
+    assert long.result is not None and long.result.wall_time > 3.0, "the wait must outlast 2 s"
+    assert short.result is not None and short.result.finish_reason != "budget"
