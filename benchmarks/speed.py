@@ -37,6 +37,9 @@ from rain_search import RainConfig, RainGenerator
 
 TARGET_WALL_RATIO = 4.0  # fast preset + function evaluator vs vanilla, wall time
 TARGET_TOKEN_SAVING = 5.0  # paper preset: re-encoding / cached, tokens processed
+TARGET_PAPER_WALL_RATIO = 12.0  # paper preset + self-judge vs vanilla (best of K = 1 and 16)
+TARGET_FAST_CALLS = 2.0  # sequential forward calls per committed token, the GPU proxy
+TARGET_PAPER_CALLS = 4.0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -151,15 +154,25 @@ def compare_modes(
 def compare_paper(
     generators: dict[tuple[str, bool], RainGenerator], prompt: str, sizes: dict[str, Any]
 ) -> dict[str, Any]:
-    """The paper's settings (T=50, 15 fresh iterations), self-judged, cached vs re-encoding."""
+    """The paper's settings (T=50, 15 fresh iterations), self-judged: cached vs re-encoding,
+    and the cached search with K = 16 leaves at once (the paper's budget in fewer calls)."""
     out = {}
-    for kv in (True, False):
-        config = RainConfig.preset("paper", max_new_tokens=sizes["paper_tokens"], seed=0)
+    for label, kv, leaves in PAPER_CASES:
+        config = RainConfig.preset(
+            "paper", max_new_tokens=sizes["paper_tokens"], seed=0, parallel_leaves=leaves
+        )
         result, peak = run(generators[("self", kv)], prompt, "rain", config=config)
-        label = "rain paper, self-judge" + ("" if kv else ", re-encode")
         out[label] = per_token(result, peak)
         log(label, prompt, out[label])
     return out
+
+
+PAPER_CASES = (
+    # (label, kv_cache, parallel_leaves)
+    ("rain paper, self-judge", True, 1),
+    ("rain paper, self-judge, re-encode", False, 1),
+    ("rain paper K=16, self-judge", True, 16),
+)
 
 
 def scale_iterations(generator: RainGenerator, prompt: str, sizes: dict[str, Any]) -> list[Any]:
@@ -257,24 +270,37 @@ def step_costs(result: Any) -> list[dict[str, float]]:
 
 
 def targets(modes: dict[str, Any], paper: dict[str, Any]) -> dict[str, Any]:
+    """The issue's goals, measured. Calls are sequential forward calls per committed
+    token, what a GPU's wall time follows; a self-judge's calls are counted as this
+    device makes them (one response a call on a CPU, up to 8 on a GPU)."""
     mean = modes["mean"]
-    wall = mean["rain fast, function judge"]["wall_time"] / mean["vanilla"]["wall_time"]
+    vanilla = mean["vanilla"]["wall_time"]
+    fast = mean["rain fast, function judge"]
+    searches = [paper[label] for label in PAPER_SEARCHES if label in paper]
     saving = (
         paper["rain paper, self-judge, re-encode"]["tokens_processed"]
         / paper["rain paper, self-judge"]["tokens_processed"]
     )
     return {
-        "fast_function_wall_vs_vanilla": {
-            "measured": wall,
-            "target": f"<= {TARGET_WALL_RATIO}",
-            "met": wall <= TARGET_WALL_RATIO,
-        },
-        "paper_tokens_reencode_vs_cached": {
-            "measured": saving,
-            "target": f">= {TARGET_TOKEN_SAVING}",
-            "met": saving >= TARGET_TOKEN_SAVING,
-        },
+        "fast_function_wall_vs_vanilla": goal(fast["wall_time"] / vanilla, TARGET_WALL_RATIO),
+        "paper_self_wall_vs_vanilla": goal(
+            min(row["wall_time"] for row in searches) / vanilla, TARGET_PAPER_WALL_RATIO
+        ),
+        "fast_function_calls_per_token": goal(fast["forward_calls"], TARGET_FAST_CALLS),
+        "paper_self_calls_per_token": goal(
+            min(row["forward_calls"] for row in searches), TARGET_PAPER_CALLS
+        ),
+        "paper_tokens_reencode_vs_cached": goal(saving, TARGET_TOKEN_SAVING, at_least=True),
     }
+
+
+PAPER_SEARCHES = ("rain paper, self-judge", "rain paper K=16, self-judge")
+"""The cached paper-preset searches; the goals take the better of the two."""
+
+
+def goal(measured: float, bound: float, at_least: bool = False) -> dict[str, Any]:
+    met = measured >= bound if at_least else measured <= bound
+    return {"measured": measured, "target": f"{'>=' if at_least else '<='} {bound}", "met": met}
 
 
 # -- output --------------------------------------------------------------------------------

@@ -79,7 +79,11 @@ def test_speed_benchmark_runs_and_reencoding_costs_more(tiny_llama, tmp_path) ->
         "prefix": prefix,
         "targets": speed.targets(modes, paper),
     }
-    assert report["targets"]["paper_tokens_reencode_vs_cached"]["measured"] > 1
+    goals = report["targets"]
+    assert goals["paper_tokens_reencode_vs_cached"]["measured"] > 1
+    calls = min(paper[label]["forward_calls"] for label in speed.PAPER_SEARCHES)
+    assert goals["paper_self_calls_per_token"]["measured"] == calls
+    assert goals["paper_self_wall_vs_vanilla"]["target"] == "<= 12.0"
     path = write_json("speed-test", report, tmp_path)
     speed.plot(json.loads(path.read_text()), path.with_suffix(".png"))
     speed.print_report(report)
