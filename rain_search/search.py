@@ -11,11 +11,8 @@ and ends with the :class:`~rain_search.result.RainResult`.
 from __future__ import annotations
 
 import copy
-import threading
 import time
-import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -93,13 +90,16 @@ class RainGenerator:
         self.model = model
         self.tokenizer = tokenizer
         self.config = resolve_config(config)
-        # One engine per model: every generator on it shares its forward calls.
-        self.engine = model_engine(model, tokenizer, kv_cache, max_batch_rows, max_batch_kv_tokens)
-        self.backend = self.engine.backend
-        self.scheduler = self.engine.scheduler
+        # kv_cache=False: re-encode the whole text for every candidate and judgment.
+        self.backend = (HFBackend if kv_cache else ReencodeBackend)(model, tokenizer)
         self.evaluator = self._judge(evaluator, template)
         self.embedder = make_embedder(embedder, model=model, tokenizer=tokenizer)
         note_model_defaults(getattr(model, "generation_config", None))
+        # One engine per generator: concurrent searches share its forward calls.
+        budget = default_budget(
+            model.config, self.backend.device, max_batch_rows, max_batch_kv_tokens
+        )
+        self.scheduler = Scheduler(Engine(self.backend, budget))
 
     def with_judge(
         self,
@@ -328,48 +328,6 @@ class RainGenerator:
             f"max_new_tokens lowered from {max_new_tokens} to {budget} to fit the "
             f"model's {window}-token context window"
         ]
-
-
-@dataclass(eq=False)
-class ModelEngine:
-    """A model's backend and the scheduler of its engine, kept alive by the generators on it."""
-
-    backend: HFBackend | ReencodeBackend
-    scheduler: Scheduler
-
-
-_ENGINES: weakref.WeakValueDictionary[tuple[object, ...], ModelEngine] = (
-    weakref.WeakValueDictionary()
-)
-_ENGINES_LOCK = threading.Lock()
-
-
-def model_engine(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    kv_cache: bool,
-    max_batch_rows: int | None,
-    max_batch_kv_tokens: int | None,
-) -> ModelEngine:
-    """The engine of this model and tokenizer, made on first use and shared while in use.
-
-    Generators on the same model (adapters built from the same id, which
-    ``load_model`` loads once, or a judge's siblings) put their searches in the
-    same forward calls. The key holds the budget as asked, not as sized, so
-    generators asking alike share. An engine keeps its model alive, so an id
-    in the key is never reused while the engine lives.
-    """
-    key = (id(model), id(tokenizer), kv_cache, max_batch_rows, max_batch_kv_tokens)
-    with _ENGINES_LOCK:
-        shared = _ENGINES.get(key)
-        if shared is None:
-            # kv_cache=False: re-encode the whole text for every candidate and judgment.
-            backend = (HFBackend if kv_cache else ReencodeBackend)(model, tokenizer)
-            budget = default_budget(
-                model.config, backend.device, max_batch_rows, max_batch_kv_tokens
-            )
-            shared = _ENGINES[key] = ModelEngine(backend, Scheduler(Engine(backend, budget)))
-        return shared
 
 
 def resolve_config(config: RainConfig | str | None) -> RainConfig:

@@ -341,16 +341,3 @@ def test_time_waiting_for_room_is_not_charged_to_the_timeout(tiny_llama) -> None
     list(short)
     assert long.result is not None and long.result.wall_time > 3.0, "the wait must outlast 2 s"
     assert short.result is not None and short.result.finish_reason != "budget"
-
-
-def test_generators_on_one_model_share_one_engine(tiny_llama) -> None:
-    model, tokenizer = tiny_llama
-    first = RainGenerator(model, tokenizer, "fast", evaluator=lambda t: 0.0, max_batch_rows=77)
-    second = RainGenerator(model, tokenizer, "paper", evaluator=lambda t: 1.0, max_batch_rows=77)
-    assert second.scheduler is first.scheduler and second.backend is first.backend
-    other_budget = RainGenerator(model, tokenizer, "fast", evaluator=lambda t: 0.0)
-    reencoding = RainGenerator(
-        model, tokenizer, "fast", evaluator=lambda t: 0.0, kv_cache=False, max_batch_rows=77
-    )
-    assert other_budget.scheduler is not first.scheduler
-    assert reencoding.scheduler is not first.scheduler
