@@ -67,9 +67,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "device": str(model.device),
         "dtype": str(model.dtype),
         "sizes": sizes,
+        "max_batch_rows": args.max_batch_rows,
         "started": now(),
     }
-    function = RainGenerator(model, tokenizer, "fast", evaluator=tone)
+    function = RainGenerator(
+        model, tokenizer, "fast", evaluator=tone, max_batch_rows=args.max_batch_rows
+    )
     function.warm_up()
     if "leaves" in args.sections:
         report["leaves"] = sweep(function, prompts, "fast", sizes["tokens"], sizes["leaves"])
@@ -100,6 +103,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--dtype", default=None, help="cast the model, e.g. bfloat16")
     parser.add_argument("--leaves", type=int, default=8, help="K for concurrent and dtype")
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
+    parser.add_argument(
+        "--max-batch-rows", type=int, default=None, help="the engine's batch budget in rows"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     return parser.parse_args(argv)
 
