@@ -3,8 +3,8 @@
 Every search handed to the engine used to start at once, so a 100-prompt
 ``generate_batch`` put every search's leaves into every call: with the
 ``fast`` preset 32 prompts made 1,104-row calls and took 8 GB more memory on
-the embedded 135M model, and a CPU gains nothing from rows past a few dozen
-(a call's cost grows with its rows there). As in vLLM's scheduler, searches
+the embedded 135M model, and were slower than when fewer ran at once (a CPU
+call's cost grows with its rows). As in vLLM's scheduler, searches
 wait in a queue and are admitted, first come first served, while the live
 ones' worst-case rows and key/value positions fit a budget; one search is
 always admitted when none is live, however large, so nothing waits forever.
@@ -22,9 +22,10 @@ from rain_search.errors import ConfigError
 if TYPE_CHECKING:
     from transformers import PretrainedConfig
 
-CPU_ROWS = 128
-"""Rows per call on a CPU: about three ``fast`` searches (40 rows each at K = 8), which
-already fill 2 cores (32 searches at once took 1.43 s a prompt against 1.68 s for 8)."""
+CPU_ROWS = 320
+"""Rows per call on a CPU: eight ``fast`` searches (40 rows each at K = 8). 32 prompts of
+``fast`` (8 tokens) on 2 cores took 37.8 s and +2.5 GB with 320 rows, 46.5 s and +1.5 GB
+with 128, 51.8 s and +7.9 GB with no budget (1,104 rows a call)."""
 GPU_ROWS = 1024
 CPU_KV_BYTES = 4 * 2**30
 """Key/value memory the live searches may reach on a CPU."""

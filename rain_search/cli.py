@@ -126,7 +126,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         "--max-batch-rows",
         type=int,
         help="rows the concurrent searches may hold in one forward call; the rest wait "
-        "(default: 128 on a CPU, 1024 on a GPU)",
+        "(default: 320 on a CPU, 1024 on a GPU)",
     )
     parser.add_argument(
         "--max-batch-kv-tokens",

@@ -69,7 +69,7 @@ class RainGenerator:
     Concurrent searches (``generate_batch``, several streams, a server's
     requests) share the engine's forward calls; ``max_batch_rows`` and
     ``max_batch_kv_tokens`` bound what the live ones may hold at once (the
-    rest wait their turn). By default: 128 rows on a CPU, 1024 on a GPU, and
+    rest wait their turn). By default: 320 rows on a CPU, 1024 on a GPU, and
     the key/value positions that fit 4 GiB on a CPU or half the GPU memory
     free when the generator is built.
     """

@@ -299,7 +299,7 @@ def test_default_budgets_follow_the_device_and_the_model(tiny_llama) -> None:
     model, _ = tiny_llama
     budget = default_budget(model.config, torch.device("cpu"), None, None)
     per_token = 2 * 2 * 2 * 16 * 4  # K and V x layers x kv heads x head dim x fp32
-    assert budget.rows == 128
+    assert budget.rows == 320
     assert budget.kv_tokens == 4 * 2**30 // per_token
     assert default_budget(model.config, torch.device("cpu"), 7, 9) == Budget(rows=7, kv_tokens=9)
 
