@@ -4,9 +4,9 @@ The template's fixed part (instruction and few-shot examples) is the same for
 every judgment, so it is encoded once and its key/value cache reused; each
 forward call encodes only what differs from the last judgment of the same
 conversation, for up to ``max_rows`` rows (every response asked together in
-both option orders on a GPU, one response at a time on a CPU). The score is read from the
-next-token probabilities of the two option labels, whose ids are found
-through the tokenizer.
+both option orders on a GPU, one response at a time on a CPU). The score is
+read from the next-token probabilities of the two option labels, whose ids
+are found through the tokenizer.
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ class HFJudge:
         )
         self.fixed_ids = tokenizer.encode(template.fixed_text(), add_special_tokens=True)
         self._fixed: KV | None = None  # the fixed part's cache, encoded once
-        self._recent: list[Recent] = []  # most recently used first
+        self._recent: list[Recent] = []  # the latest judgment first
 
     @property
     def device(self) -> torch.device:
