@@ -75,6 +75,7 @@ def default_budget(
 
 
 def kv_bytes(device: torch.device) -> float:
+    """Memory the live searches' keys and values may take on ``device``."""
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return free * GPU_KV_SHARE

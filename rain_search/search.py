@@ -110,10 +110,11 @@ class RainGenerator:
     ) -> RainGenerator:
         """A generator that judges differently and shares this one's model, embedder and engine.
 
-        Searches of both run in the same forward calls (one engine per model), so a
-        server answering requests with several templates, or a pipeline with a
-        second judge, batches them together. ``config_overrides`` change the new
-        generator's configuration (e.g. ``votes="soft"``).
+        Searches of both run in the same forward calls (the twin shares this
+        generator's engine), so a server answering requests with several templates,
+        or a pipeline with a second judge, batches them together.
+        ``config_overrides`` change the new generator's configuration (e.g.
+        ``votes="soft"``).
         """
         twin = copy.copy(self)
         twin.config = self.config.merged(**config_overrides) if config_overrides else self.config
