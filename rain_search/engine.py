@@ -119,6 +119,8 @@ class Engine:
                     self._guard(task, self._send, task, waiting.iteration, job.result)
             self._settle()
         self.tasks = [task for task in self.tasks if not task.done]
+        if not self.tasks and not self.queued and self.decoder is not None:
+            self.decoder.release()
 
     def _admit(self) -> None:
         """Move queued searches into the calls, in order, while the budget holds them."""

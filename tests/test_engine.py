@@ -145,15 +145,61 @@ def test_the_slot_decoder_proposes_what_expand_proposes(tiny_llama) -> None:
         calls += 1
     assert counters.forward_calls == calls < sum(1 + r.rollout_tokens + r.length for r in requests)
     for solo, job in zip(alone, jobs, strict=True):
-        assert job.result is not None
-        assert job.result.rollout == solo.rollout
-        assert [p.token_ids for p in job.result.proposals] == [p.token_ids for p in solo.proposals]
-        for ours, theirs in zip(job.result.proposals, solo.proposals, strict=True):
-            assert ours.token_log_probs == pytest.approx(theirs.token_log_probs, abs=1e-4)
-            assert torch.allclose(ours.state.next_log_probs, theirs.state.next_log_probs, atol=1e-4)
-            for (k1, v1), (k2, v2) in zip(ours.state.kv, theirs.state.kv, strict=True):
-                assert k1.shape == k2.shape and torch.allclose(k1, k2, atol=1e-4)
-                assert torch.allclose(v1, v2, atol=1e-4)
+        assert_same_expansion(job, solo)
+
+
+def assert_same_expansion(job, solo) -> None:
+    assert job.result is not None
+    assert job.result.rollout == solo.rollout
+    assert [p.token_ids for p in job.result.proposals] == [p.token_ids for p in solo.proposals]
+    for ours, theirs in zip(job.result.proposals, solo.proposals, strict=True):
+        assert ours.token_log_probs == pytest.approx(theirs.token_log_probs, abs=1e-4)
+        assert torch.allclose(ours.state.next_log_probs, theirs.state.next_log_probs, atol=1e-4)
+        for (k1, v1), (k2, v2) in zip(ours.state.kv, theirs.state.kv, strict=True):
+            assert k1.shape == k2.shape and torch.allclose(k1, k2, atol=1e-4)
+            assert torch.allclose(v1, v2, atol=1e-4)
+
+
+def test_rows_join_free_slots_and_move_only_when_a_context_does_not_fit(tiny_llama) -> None:
+    # A short job leaves holes at the front of the batch, the next job fills them in place
+    # (same pool, same rows); a context longer than the right edge moves the rows; every job
+    # still proposes what expanding it alone proposes.
+    model, tokenizer = tiny_llama
+    backend = HFBackend(model, tokenizer)
+    texts = ("Once upon", "Tell me more", "Hi", "A much longer prompt than any of the others here")
+    roots = [backend.start(tokenizer.encode(text)) for text in texts]
+    requests = [
+        ExpandRequest(length=1, mode="sample", count=3),
+        ExpandRequest(length=6, mode="sample", count=2),
+        ExpandRequest(length=2, mode="sample", count=3),
+        ExpandRequest(length=2, mode="sample", count=2, rollout_tokens=4),
+    ]
+    alone = [
+        backend.expand([root], request, torch.Generator().manual_seed(seed))
+        for seed, (root, request) in enumerate(zip(roots, requests, strict=True))
+    ]
+    decoder, counters = SlotDecoder(backend), Counters()
+
+    def add(i: int):
+        return decoder.add([roots[i]], requests[i], torch.Generator().manual_seed(i), counters)
+
+    jobs = [add(0), add(1)]
+    decoder.step()  # job 0 (one token) is done: slots 0..2 are free, job 1 keeps 3..4
+    assert jobs[0].result is not None and jobs[1].result is None
+    pool = decoder.pool
+    jobs.append(add(2))
+    decoder.step()
+    assert (
+        decoder.pool is pool and [row.job for row in decoder.rows] == [jobs[2]] * 3 + [jobs[1]] * 2
+    )
+    width = decoder.width
+    jobs.append(add(3))
+    decoder.step()
+    assert decoder.width > width + 1  # the long prompt moved every row right
+    while decoder.live:
+        decoder.step()
+    for solo, job in zip(alone, jobs, strict=True):
+        assert_same_expansion(job, solo)
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ from its own generator, so what a leaf gets does not depend on its neighbours.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -26,9 +27,9 @@ from rain_search.backends.kv import (
     NodeState,
     concat_kv,
     layer_tensors,
-    roomy_cache,
     trim_state,
 )
+from rain_search.backends.pool import KVPool
 from rain_search.backends.proposals import (
     Sampling,
     distinct,
@@ -81,6 +82,7 @@ class Job:
     token_log_probs: list[list[float]] = field(default_factory=list)
     states: dict[int, NodeState] = field(default_factory=dict)
     step: int = 0
+    serial: int = 0  # the order jobs joined: finished jobs are returned in it, whatever their slots
     result: Expansion | None = None
 
     @property
@@ -130,11 +132,13 @@ class SlotDecoder:
 
     def __init__(self, backend: CachedModel) -> None:
         self.backend = backend
-        self.rows: list[Row] = []
+        self.rows: list[Row | None] = []  # by slot; None: free (computed, never read)
+        self.pool: KVPool | None = None
         self.cache = DynamicCache()
         self.width = 0  # cache positions per row, padding included
         self._joining: list[Row] = []
         self._live: list[int] = []  # positions in ``rows`` still decoding
+        self._serials = itertools.count()
 
     @property
     def live(self) -> bool:
@@ -158,6 +162,7 @@ class SlotDecoder:
             first=first,
             greedy=greedy,
             rollout=request.rollout_tokens > 0,
+            serial=next(self._serials),
         )
         job.tokens = [[] for _ in range(job.n_children + int(job.rollout))]
         job.token_log_probs = [[] for _ in range(job.n_children)]
@@ -172,7 +177,7 @@ class SlotDecoder:
     def cancel(self, job: Job) -> None:
         """Stop decoding ``job``: its rows leave at the next relayout."""
         self._joining = [row for row in self._joining if row.job is not job]
-        self._live = [p for p in self._live if self.rows[p].job is not job]
+        self._live = [p for p in self._live if self.row(p).job is not job]
 
     def step(self) -> list[Job]:
         """One forward call over every live row; the jobs it finished, in the order they began."""
@@ -181,11 +186,14 @@ class SlotDecoder:
             return []
         batch = len(self.rows)
         device = self.backend.device
-        starts = torch.tensor([row.start for row in self.rows], device=device)
+        # a free slot attends to its own new position only: finite, and read by nobody
+        starts = torch.tensor(
+            [self.width if row is None else row.start for row in self.rows], device=device
+        )
         positions = torch.arange(self.width + 1, device=device)
         mask = (positions[None, :] >= starts[:, None]).long()
         log_probs = self.backend.forward(
-            torch.tensor([[row.token] for row in self.rows], device=device),
+            torch.tensor([[0 if row is None else row.token] for row in self.rows], device=device),
             self.cache,
             attention_mask=mask,
             position_ids=(self.width - starts)[:, None],
@@ -200,16 +208,13 @@ class SlotDecoder:
         """Draw every row's next token; drop the rows that are done and finish their jobs."""
         by_job: dict[Job, list[int]] = {}
         for position in self._live:
-            by_job.setdefault(self.rows[position].job, []).append(position)
+            by_job.setdefault(self.row(position).job, []).append(position)
         for job, positions in by_job.items():
             job.step += 1
             if job.step == job.length:
-                self._capture(job, [self.rows[p] for p in positions], positions, log_probs)
+                self._capture(job, [self.row(p) for p in positions], positions, log_probs)
         drawn = self._draw(
-            [
-                (job, {self.rows[p].index: p for p in positions})
-                for job, positions in by_job.items()
-            ],
+            [(job, {self.row(p).index: p for p in positions}) for job, positions in by_job.items()],
             log_probs,
         )
         keep: list[int] = []
@@ -217,15 +222,21 @@ class SlotDecoder:
         for job, positions in by_job.items():
             tokens = dict(drawn[job])
             for position in positions:
-                row = self.rows[position]
+                row = self.row(position)
                 if row.index in tokens:
                     row.token = tokens[row.index]
                     keep.append(position)
             if not tokens:
                 self._finish(job)
                 finished.append(job)
-        self._live = keep  # the rest leave at the next relayout, when the next rows join
-        return finished
+        self._live = keep  # the others' slots are freed before the next call
+        return sorted(finished, key=lambda job: job.serial)
+
+    def row(self, position: int) -> Row:
+        """The row in slot ``position``, which must be live."""
+        row = self.rows[position]
+        assert row is not None
+        return row
 
     def _draw(
         self, rows_of: list[tuple[Job, dict[int, int]]], log_probs: torch.Tensor
@@ -354,7 +365,7 @@ class SlotDecoder:
     def _count(self, batch: int) -> None:
         """Each search pays one call and its own rows (the backend counted the whole call)."""
         rows: dict[int, tuple[Counters, int]] = {}
-        for row in self.rows:
+        for row in filter(None, self.rows):
             counters, count = rows.get(id(row.job.counters), (row.job.counters, 0))
             rows[id(counters)] = (counters, count + 1)
         for counters, count in rows.values():
@@ -363,63 +374,112 @@ class SlotDecoder:
     # -- the shared cache --------------------------------------------------------------
 
     def _admit(self) -> None:
-        """Drop the rows that are done and bring in the ones that joined: one relayout.
+        """Free the slots of rows that are done and write the joining rows into free slots.
 
-        With nobody joining, done rows leave only once they are a quarter of the
-        batch: until then an idle row costs less than copying the cache.
+        Rows already in the pool move only when a joining context is longer
+        than the columns left of the right edge, slots run out, or no column is
+        left for the next token. Done rows at the end leave at once; holes in the
+        middle are refilled by the next rows to join, or closed by moving the
+        last rows into them once they are a quarter of the batch (until then an
+        idle row costs less than the copies).
         """
-        dead = len(self.rows) - len(self._live)
-        if self._joining or (dead and dead * 4 >= len(self.rows)) or not self._live:
-            self._relayout(self._live, self._joining)
-            self._joining = []
-
-    def _relayout(self, keep: list[int], joining: list[Row]) -> None:
-        """Rebuild the cache with rows ``keep`` and the ``joining`` rows' contexts.
-
-        Every row's context ends at the right edge; padding on the left is
-        trimmed to the longest context. One copy of the cache per change, into
-        buffers with ``SPARE`` free positions, so the calls until the next
-        change append in place.
-        """
-        kept = [self.rows[i] for i in keep]
-        rows = kept + joining
-        if not rows:
-            self.rows, self.width, self.cache, self._live = [], 0, DynamicCache(), []
+        live = set(self._live)
+        self.rows = [row if p in live else None for p, row in enumerate(self.rows)]
+        while self.rows and self.rows[-1] is None:
+            self.rows.pop()
+        joining, self._joining = self._joining, []
+        if not self.rows and not joining:
+            self._live, self.cache = [], DynamicCache()
             return
-        trim = min((row.start for row in kept), default=self.width)
+        if not self.rows:  # nothing to move: the right edge goes where the joining rows end
+            self.width = max((context_length(row.job) for row in joining), default=0)
+        if not self._fits(joining):
+            self._relayout(joining)
+        self._place(joining)
+        free = [p for p, row in enumerate(self.rows) if row is None]
+        if free and len(free) * 4 >= len(self.rows):
+            self._close(free)
+        self._live = [p for p, row in enumerate(self.rows) if row is not None]
+        if self.pool is not None:
+            self.cache = self.pool.cache(len(self.rows), self.width)
+
+    def release(self) -> None:
+        """Give the pool's memory back (the engine calls this when no search is left)."""
+        if not self.live:
+            self.rows, self.width, self.pool, self.cache = [], 0, None, DynamicCache()
+
+    def _fits(self, joining: list[Row]) -> bool:
+        """Can the joining rows go into free slots without moving any other row?"""
+        pool = self.pool
+        if pool is None or self.width >= pool.columns:
+            return False
+        free = self.rows.count(None) + pool.slots - len(self.rows)
+        return len(joining) <= free and all(
+            context_length(row.job) <= self.width for row in joining
+        )
+
+    def _place(self, joining: list[Row]) -> None:
+        """Write each joining job's context into free slots, ending at the right edge."""
+        free = iter([p for p, row in enumerate(self.rows) if row is None])
+        slots: dict[Job, list[int]] = {}
+        for row in joining:
+            slot = next(free, None)
+            if slot is None:
+                slot = len(self.rows)
+                self.rows.append(row)
+            else:
+                self.rows[slot] = row
+            row.start = self.width - context_length(row.job)
+            slots.setdefault(row.job, []).append(slot)
+        for job, taken in slots.items():
+            assert self.pool is not None
+            self.pool.write(taken, job.context, self.width)
+
+    def _close(self, free: list[int]) -> None:
+        """Move the last rows into the holes, so the batch is as short as its live rows."""
+        assert self.pool is not None
+        sources, targets = [], []
+        for hole in free:
+            while self.rows and self.rows[-1] is None:
+                self.rows.pop()
+            if hole >= len(self.rows):
+                break
+            sources.append(len(self.rows) - 1)
+            targets.append(hole)
+            self.rows[hole] = self.rows.pop()
+        if sources:
+            self.pool.move(sources, targets, self.width)
+
+    def _relayout(self, joining: list[Row]) -> None:
+        """Move the live rows to slots 0.. with the padding on their left trimmed, so the
+        ``joining`` rows fit; a bigger pool only when the present one is too small.
+
+        A new pool has twice the slots needed and ``SPARE`` free columns: its
+        memory is only touched as rows use it, and reusing one pool (rather than
+        allocating per change) keeps that memory warm — first touches of fresh
+        memory cost several times the copy itself here.
+        """
+        kept = [(p, row) for p, row in enumerate(self.rows) if row is not None]
+        trim = min((row.start for _, row in kept), default=self.width)
         old_width = self.width - trim
         width = max([old_width, *(context_length(row.job) for row in joining)])
-        old = [layer_tensors(layer) for layer in self.cache.layers] if kept else []
-        index = (
-            None if len(keep) == len(self.rows) else torch.tensor(keep, device=self.backend.device)
-        )
-        rooms = []
-        for layer in range(len(old) or len(joining[0].job.context)):
-            pair = []
-            for part in (0, 1):
-                ref = old[layer][part] if kept else joining[0].job.context[layer][part]
-                room = ref.new_zeros(len(rows), ref.shape[1], width + SPARE, ref.shape[3])
-                if kept:
-                    block = old[layer][part][:, :, trim:]
-                    room[: len(kept), :, width - old_width : width] = (
-                        block if index is None else block[index]
-                    )
-                for offset, row in enumerate(joining, start=len(kept)):
-                    context = row.job.context[layer][part][0]
-                    room[offset, :, width - context.shape[-2] : width] = context
-                pair.append(room)
-            rooms.append((pair[0], pair[1]))
-        for row in kept:
+        pool, moved = self.pool, None
+        if kept:
+            assert pool is not None
+            moved = pool.take([p for p, _ in kept], trim, self.width)
+        slots = len(kept) + len(joining)
+        if pool is None or pool.slots < slots or pool.columns <= width:
+            like = pool.layers if pool is not None else joining[0].job.context
+            pool = KVPool(like, 2 * slots, width + SPARE)
+        if moved is not None:
+            pool.put(moved, width)
+        for _, row in kept:
             row.start += width - old_width - trim
-        for row in joining:
-            row.start = width - context_length(row.job)
-        self.rows, self.width = rows, width
-        self._live = list(range(len(rows)))
-        self.cache = roomy_cache(rooms, width)
+        self.rows, self.width, self.pool = [row for _, row in kept], width, pool
 
 
-SPARE = 16
-"""Free positions a relayout leaves per row: a round of leaves is rarely longer."""
+SPARE = 64
+"""Free columns a new pool has right of the edge: calls (one column each) before rows must move."""
 
 
 def context_length(job: Job) -> int:
