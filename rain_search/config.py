@@ -76,6 +76,14 @@ class RainConfig(BaseModel):
         description="K: leaves searched at once (pending visits keep them apart, see "
         "pending_value); 1 is the paper's one leaf per iteration.",
     )
+    speculative_leaves: int = Field(
+        0,
+        ge=0,
+        le=256,
+        description="Expansions started ahead for the leaves the search is likely to visit "
+        "next; an iteration uses one only if it would have asked for exactly that work, so "
+        "decisions are those without it (fewer sequential calls, more rows).",
+    )
     pending_value: PendingValue = Field(
         "mean",
         description="How a parallel leaf's visit in flight counts in PUCT: at the node's current "

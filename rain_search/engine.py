@@ -31,7 +31,7 @@ import queue
 import threading
 import weakref
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,6 +63,7 @@ class Task:
     steps: queue.Queue[StepStats | BaseException | None] = field(default_factory=queue.Queue)
     waiting: list[Waiting] = field(default_factory=list)
     footprint: Footprint | None = None  # set when the engine admits it
+    prefetched: dict[Hashable, Job] = field(default_factory=dict)  # this step's, by key
     started: bool = False
     done: bool = False
 
@@ -180,12 +181,30 @@ class Engine:
             self._abandon(task)
         if search.ready_to_commit:
             progressed = True
+            self._drop_prefetched(task)  # keyed by this step's answer: no later step asks
             for step in search.finish_step():
                 task.steps.put(step)
             if search.result is not None:
                 task.done = True
                 task.steps.put(None)
+        else:
+            self._prefetch(task)
         return progressed
+
+    def _prefetch(self, task: Task) -> None:
+        """Start the expansions the search expects to ask for next (``speculative_leaves``)."""
+        if self.decoder is None:
+            return
+        running = sum(job.result is None for job in task.prefetched.values())
+        for work in task.search.prefetch(task.prefetched.keys(), running):
+            job = self.decoder.add(work.path, work.request, work.generator, task.search.cost)
+            task.prefetched[work.key] = job
+
+    def _drop_prefetched(self, task: Task) -> None:
+        for job in task.prefetched.values():
+            if job.result is None and self.decoder is not None:
+                self.decoder.cancel(job)
+        task.prefetched = {}
 
     def _abandon(self, task: Task) -> None:
         """Drop the iterations still running when their step has what it needs.
@@ -234,7 +253,9 @@ class Engine:
         work = waiting.work
         assert isinstance(work, Expand)
         if self.decoder is not None:
-            job = self.decoder.add(work.path, work.request, work.generator, task.search.cost)
+            job = task.prefetched.pop(work.key, None) if work.key is not None else None
+            if job is None:
+                job = self.decoder.add(work.path, work.request, work.generator, task.search.cost)
             waiting.job = job
             if job.result is not None:  # nothing to decode
                 task.waiting.remove(waiting)
@@ -270,6 +291,7 @@ class Engine:
 
     def _end(self, task: Task, error: BaseException) -> None:
         task.done = True
+        self._drop_prefetched(task)
         for waiting in task.waiting:
             waiting.iteration.close()
         task.waiting = []

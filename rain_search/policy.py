@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Collection, Generator, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -136,7 +136,7 @@ class TreeSearch:
         rows and rollout row, each reaching the prompt and the whole answer."""
         config = self.config
         per_leaf = max(config.num_children, config.samples_per_expansion + 1) + 1
-        rows = config.parallel_leaves * per_leaf
+        rows = (config.parallel_leaves + config.speculative_leaves) * per_leaf
         return Footprint(rows=rows, kv_tokens=rows * (prompt_tokens + config.max_new_tokens))
 
     def round_size(self) -> int:
@@ -398,10 +398,29 @@ class TreeSearch:
         leaf = path[-1]
         if leaf.terminal:
             return ()
+        request = self.expand_request(path)
+        leaf.busy = True
+        try:
+            expansion = yield Expand(
+                self.states(path),
+                request,
+                self.generator_for(path, leaf.fn),
+                key=self.expand_key(path, request),
+            )
+        finally:
+            leaf.busy = False
+        children = self.make_children(path, expansion.proposals)
+        leaf.children.extend(children)
+        assign_priors(children, request.length == 1, self.config.root_noise)
+        self.step.nodes_expanded += bool(children)
+        return expansion.rollout
+
+    def expand_request(self, path: list[Node]) -> ExpandRequest:
+        """What expanding the last node of ``path`` asks of the backend."""
         config = self.config
         length = self.set_length(path)
         single = length == 1
-        request = ExpandRequest(
+        return ExpandRequest(
             length=length,
             mode="top" if single else "sample",
             count=config.num_children if single else config.samples_per_expansion,
@@ -413,16 +432,50 @@ class TreeSearch:
             rollout_until=config.rollout_until,
             rollout_temperature=config.rollout_temperature,
         )
-        leaf.busy = True
+
+    def expand_key(self, path: list[Node], request: ExpandRequest) -> Hashable:
+        """Equal for two expansions exactly when they would propose the same children."""
+        return (
+            self.seed,
+            tuple(self.answer),
+            tuple(self.tokens_of(path[1:])),
+            path[-1].fn,
+            repr(request),
+        )
+
+    def prefetch(self, known: Collection[Hashable], running: int) -> list[Expand]:
+        """Expansions of the leaves the search is likely to visit next (``speculative_leaves``).
+
+        The leaves parallel leaves would pick (each pick's path counted as a visit
+        in flight, then cleared: the tree is left as it was). Nothing is decided
+        by them: an iteration uses a prefetched expansion only when it asks for
+        the same key, i.e. the same node, visit and request — the work it would
+        have run itself — so the search decides as it does without them, in
+        fewer sequential calls when the guesses are right.
+        """
+        root, room = self.root, self.config.speculative_leaves - running
+        if room <= 0 or self.closing or root is None:
+            return []
+        marked: list[list[Node]] = []
+        found: list[Expand] = []
         try:
-            expansion = yield Expand(self.states(path), request, self.generator_for(path, leaf.fn))
+            while len(found) < room and len(marked) < room + len(known) + 4:
+                path = select_leaf(root, self.config.c_puct, self.bounds, self.config.pending_value)
+                if path is None:
+                    break
+                add_pending(path, 1)
+                marked.append(path)
+                if path[-1].terminal:
+                    continue
+                request = self.expand_request(path)
+                key = self.expand_key(path, request)
+                if key not in known:
+                    generator = self.generator_for(path, path[-1].fn)
+                    found.append(Expand(self.states(path), request, generator, key=key))
         finally:
-            leaf.busy = False
-        children = self.make_children(path, expansion.proposals)
-        leaf.children.extend(children)
-        assign_priors(children, single, config.root_noise)
-        self.step.nodes_expanded += bool(children)
-        return expansion.rollout
+            for path in marked:
+                add_pending(path, -1)
+        return found
 
     def needs_children(self, path: list[Node]) -> bool:
         node = path[-1]

@@ -9,7 +9,7 @@ as a :class:`Policy`: iterations out, their ends in, a step to commit.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Collection, Generator, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -30,6 +30,7 @@ class Expand:
     path: Sequence[Any]
     request: ExpandRequest
     generator: torch.Generator
+    key: Hashable = None  # equal keys: the same work, drawn the same way (a prefetch stands in)
 
 
 @dataclass
@@ -88,6 +89,11 @@ class Policy(Protocol):
 
     def next_iteration(self) -> Iteration | None:
         """A new iteration to run now, or None while the step needs no more."""
+        ...
+
+    def prefetch(self, known: Collection[Hashable], running: int) -> list[Expand]:
+        """Expansions to start ahead (none known yet), ``running`` of the earlier ones still
+        decoding; an iteration whose :class:`Expand` has the same key gets the result."""
         ...
 
     def iteration_done(self, ran: bool) -> None:

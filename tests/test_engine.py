@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -80,6 +81,41 @@ def test_one_leaf_at_a_time_decides_exactly_as_the_sequential_search(case: str) 
     # counts match the trace recorded from the sequential search (K=1).
     config, judge = CASES[case]
     assert traced_run(config, judge).trace == json.loads(TRACE.read_text())[case]
+
+
+class LetterEmbedder:
+    """Letter counts: any text embeds, alike texts are alike."""
+
+    def embed(self, texts: Sequence[str]) -> torch.Tensor:
+        out = torch.full((len(texts), 26), 1e-3)
+        for row, text in enumerate(texts):
+            for letter in text.lower():
+                if "a" <= letter <= "z":
+                    out[row, ord(letter) - ord("a")] += 1
+        return torch.nn.functional.normalize(out, dim=-1)
+
+
+@pytest.mark.parametrize("leaves", [1, 3])
+def test_prefetched_expansions_change_no_decision_and_save_calls(tiny_llama, leaves) -> None:
+    # The whole tree at every commit (visits, values, iterations) is the same with
+    # expansions started ahead as without; only the calls they took differ.
+    model, tokenizer = tiny_llama
+    prompt = tokenizer.encode("Tell me a story")
+
+    def traced(speculative: int) -> TracedSearch:
+        config = RainConfig(
+            max_new_tokens=6, seed=3, parallel_leaves=leaves, speculative_leaves=speculative
+        )
+        judge = FunctionEvaluator(lambda text: max(-1.0, 0.5 - 0.2 * text.count("e")))
+        search = TracedSearch(HFBackend(model, tokenizer), judge, LetterEmbedder(), config, "p")
+        search.trace = []
+        run_alone(search, prompt)
+        return search
+
+    plain, ahead = traced(0), traced(4)
+    assert ahead.trace == plain.trace
+    assert ahead.answer == plain.answer
+    assert ahead.cost.forward_calls < plain.cost.forward_calls
 
 
 def test_parallel_leaves_spread_over_the_tree_and_keep_the_budget() -> None:
