@@ -195,8 +195,9 @@ class Engine:
         """Start the expansions the search expects to ask for next (``speculative_leaves``)."""
         if self.decoder is None:
             return
-        running = sum(job.result is None for job in task.prefetched.values())
-        for work in task.search.prefetch(task.prefetched.keys(), running):
+        known = {key: job.result for key, job in task.prefetched.items()}
+        running = sum(result is None for result in known.values())
+        for work in task.search.prefetch(known, running):
             job = self.decoder.add(work.path, work.request, work.generator, task.search.cost)
             task.prefetched[work.key] = job
 

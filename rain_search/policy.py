@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Collection, Generator, Hashable, Sequence
+from collections.abc import Callable, Generator, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from rain_search.admission import Footprint
-from rain_search.backends.base import PUNCTUATION, Backend, ExpandRequest, Proposal
+from rain_search.backends.base import PUNCTUATION, Backend, ExpandRequest, Expansion, Proposal
 from rain_search.config import RainConfig
 from rain_search.embeddings import Embedder
 from rain_search.errors import Cancelled
@@ -443,38 +443,49 @@ class TreeSearch:
             repr(request),
         )
 
-    def prefetch(self, known: Collection[Hashable], running: int) -> list[Expand]:
+    def prefetch(self, known: Mapping[Hashable, Expansion | None], running: int) -> list[Expand]:
         """Expansions of the leaves the search is likely to visit next (``speculative_leaves``).
 
         The leaves parallel leaves would pick (each pick's path counted as a visit
-        in flight, then cleared: the tree is left as it was). Nothing is decided
-        by them: an iteration uses a prefetched expansion only when it asks for
-        the same key, i.e. the same node, visit and request — the work it would
-        have run itself — so the search decides as it does without them, in
-        fewer sequential calls when the guesses are right.
+        in flight), looking through expansions already prefetched and done as if
+        their children were in the tree, so the guesses reach below leaves not yet
+        visited; the tree is left as it was. Nothing is decided by them: an
+        iteration uses a prefetched expansion only when it asks for the same key,
+        i.e. the same node, visit and request — the work it would have run itself
+        — so the search decides as it does without them, in fewer sequential
+        calls when the guesses are right.
         """
-        root, room = self.root, self.config.speculative_leaves - running
+        root, config = self.root, self.config
+        room = config.speculative_leaves - running
         if room <= 0 or self.closing or root is None:
             return []
         marked: list[list[Node]] = []
+        opened: list[Node] = []
         found: list[Expand] = []
         try:
-            while len(found) < room and len(marked) < room + len(known) + 4:
-                path = select_leaf(root, self.config.c_puct, self.bounds, self.config.pending_value)
-                if path is None:
+            for _ in range(4 * (room + len(known)) + 8):
+                path = select_leaf(root, config.c_puct, self.bounds, config.pending_value)
+                if path is None or len(found) >= room:
                     break
-                add_pending(path, 1)
-                marked.append(path)
-                if path[-1].terminal:
-                    continue
+                leaf = path[-1]
                 request = self.expand_request(path)
                 key = self.expand_key(path, request)
-                if key not in known:
-                    generator = self.generator_for(path, path[-1].fn)
+                done = known.get(key)
+                if done is not None and done.proposals and not leaf.terminal:
+                    leaf.children = self.make_children(path, done.proposals)
+                    assign_priors(leaf.children, request.length == 1, config.root_noise)
+                    opened.append(leaf)
+                    continue
+                add_pending(path, 1)
+                marked.append(path)
+                if key not in known and not leaf.terminal:
+                    generator = self.generator_for(path, leaf.fn)
                     found.append(Expand(self.states(path), request, generator, key=key))
         finally:
             for path in marked:
                 add_pending(path, -1)
+            for leaf in opened:
+                leaf.children = []
         return found
 
     def needs_children(self, path: list[Node]) -> bool:

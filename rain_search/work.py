@@ -9,7 +9,7 @@ as a :class:`Policy`: iterations out, their ends in, a step to commit.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Generator, Hashable, Sequence
+from collections.abc import Callable, Generator, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -91,9 +91,10 @@ class Policy(Protocol):
         """A new iteration to run now, or None while the step needs no more."""
         ...
 
-    def prefetch(self, known: Collection[Hashable], running: int) -> list[Expand]:
-        """Expansions to start ahead (none known yet), ``running`` of the earlier ones still
-        decoding; an iteration whose :class:`Expand` has the same key gets the result."""
+    def prefetch(self, known: Mapping[Hashable, Expansion | None], running: int) -> list[Expand]:
+        """Expansions to start ahead (none of ``known``: this step's, done or not yet),
+        ``running`` of them still decoding; an iteration whose :class:`Expand` has the
+        same key gets the result."""
         ...
 
     def iteration_done(self, ran: bool) -> None:
