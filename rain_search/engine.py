@@ -9,7 +9,10 @@ call advances all live rows by one token, and a row whose set or rollout is
 done leaves at once, its leaf judged, embedded and backed up, and its search's
 next leaf joins the next call (fixed slots refilled as work finishes, as in
 vLLM's scheduler). Judging and embedding are answered per search, one call for
-all its texts at hand.
+all its texts at hand. A search may also ask for expansions ahead of its
+iterations (``speculative_leaves``); the engine decodes them in the same
+calls and gives one to the iteration that asks for the same key, which is how
+one leaf at a time gets parallel work without deciding differently.
 
 Searches wait in a queue until their worst-case rows and key/value
 positions fit the engine's :class:`~rain_search.admission.Budget` beside the

@@ -63,7 +63,9 @@ class Policy(Protocol):
     work, and reports each one's end to :meth:`iteration_done`. Once
     ``closing`` is set it drops the iterations still running; once
     ``ready_to_commit`` it calls :meth:`finish_step` and passes the steps it
-    returns to the reader, until ``result`` is set.
+    returns to the reader, until ``result`` is set. Between calls it also
+    starts the expansions :meth:`prefetch` asks for ahead of the iterations,
+    and hands one to the iteration whose :class:`Expand` has its key.
     """
 
     prompt: str  # the text the judge reads as the question
