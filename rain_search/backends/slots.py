@@ -469,7 +469,7 @@ class SlotDecoder:
             moved = pool.take([p for p, _ in kept], trim, self.width)
         slots = len(kept) + len(joining)
         if pool is None or pool.slots < slots or pool.columns <= width:
-            like = pool.layers if pool is not None else joining[0].job.context
+            like = tuple(pool.layers) if pool is not None else joining[0].job.context
             pool = KVPool(like, 2 * slots, width + SPARE)
         if moved is not None:
             pool.put(moved, width)
