@@ -108,6 +108,8 @@ class Engine:
         for task in self.tasks:
             self._guard(task, self._start, task)
         self._settle()
+        for task in self.tasks:
+            self._guard(task, self._prefetch, task)
         if self.decoder is not None and self.decoder.live:
             try:
                 finished = self.decoder.step()
@@ -190,12 +192,15 @@ class Engine:
             if search.result is not None:
                 task.done = True
                 task.steps.put(None)
-        else:
-            self._prefetch(task)
         return progressed
 
     def _prefetch(self, task: Task) -> None:
-        """Start the expansions the search expects to ask for next (``speculative_leaves``)."""
+        """Start the expansions the search expects to ask for next (``speculative_leaves``).
+
+        Once a turn, on the tree as the settled iterations left it, right before
+        the call the guesses join: guessing after every settle pass redid the
+        same picks on a tree that was still moving.
+        """
         if self.decoder is None:
             return
         known = {key: job.result for key, job in task.prefetched.items()}
