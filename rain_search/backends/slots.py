@@ -175,7 +175,7 @@ class SlotDecoder:
         return job
 
     def cancel(self, job: Job) -> None:
-        """Stop decoding ``job``: its rows leave at the next relayout."""
+        """Stop decoding ``job``: its slots are freed before the next call."""
         self._joining = [row for row in self._joining if row.job is not job]
         self._live = [p for p in self._live if self.row(p).job is not job]
 
@@ -184,7 +184,6 @@ class SlotDecoder:
         self._admit()
         if not self.rows:
             return []
-        batch = len(self.rows)
         device = self.backend.device
         # a free slot attends to its own new position only: finite, and read by nobody
         starts = torch.tensor(
@@ -199,7 +198,7 @@ class SlotDecoder:
             position_ids=(self.width - starts)[:, None],
         )
         self.width += 1
-        self._count(batch)
+        self._count()
         return self._advance(log_probs)
 
     # -- one call's results ----------------------------------------------------------
@@ -362,7 +361,7 @@ class SlotDecoder:
         kept = distinct(proposals, job.request, self.backend.eos_token_ids, trim_state)
         job.result = Expansion(kept, rollout)
 
-    def _count(self, batch: int) -> None:
+    def _count(self) -> None:
         """Each search pays one call and its own rows (the backend counted the whole call)."""
         rows: dict[int, tuple[Counters, int]] = {}
         for row in filter(None, self.rows):
