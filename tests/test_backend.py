@@ -11,6 +11,7 @@ from rain_search.backends.hf import HFBackend
 from rain_search.backends.judge import HFJudge, label_token_id
 from rain_search.backends.kv import roomy_cache
 from rain_search.backends.proposals import sampling
+from rain_search.backends.store import context_length
 from rain_search.errors import TemplateError
 from rain_search.evaluators import ModelEvaluator
 from rain_search.stats import Counters
@@ -103,7 +104,7 @@ def test_committed_prefix_is_concatenated_not_reencoded(tiny_llama, backend) -> 
     # never the prompt or the committed token again.
     assert backend.counters.tokens_processed - before == 3 * 3
     for proposal in grand:
-        assert proposal.state.kv[0][0].shape[-2] == len(proposal.token_ids)
+        assert context_length(proposal.state.kv) == len(proposal.token_ids)
         if proposal.token_ids[-1] in backend.eos_token_ids:
             continue  # the answer ends: nothing follows, cut at EOS
         full = full_log_probs(model, ids + list(child.token_ids) + list(proposal.token_ids))

@@ -17,9 +17,10 @@ import torch
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from rain_search.backends.base import ExpandRequest, Expansion
-from rain_search.backends.kv import NodeState, cache_rows, concat_kv
+from rain_search.backends.kv import cache_rows
 from rain_search.backends.proposals import ClauseEnds, sample_top_k
 from rain_search.backends.slots import SlotDecoder
+from rain_search.backends.store import KVStore, NodeState, Span, concat_kv
 from rain_search.stats import Counters
 
 StateT = TypeVar("StateT")
@@ -108,13 +109,21 @@ class CausalLMBackend(Generic[StateT]):
 
 
 class HFBackend(CausalLMBackend[NodeState]):
-    """Runs the search's model work on a causal LM, CPU or CUDA, with the tree-shared cache."""
+    """Runs the search's model work on a causal LM, CPU or CUDA, with the tree-shared cache.
+
+    Every node's keys and values live in one :class:`KVStore` per backend.
+    """
+
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+        super().__init__(model, tokenizer)
+        self.store = KVStore()
 
     def start(self, prompt_ids: Sequence[int]) -> NodeState:
         cache = DynamicCache()
         ids = torch.tensor([list(prompt_ids)], device=self.device)
         log_probs = self.forward(ids, cache)
-        return NodeState(cache_rows(cache, 0, 0, ids.shape[1]), log_probs[0])
+        block = self.store.store_cache(cache_rows(cache, 0, 0, ids.shape[1]))
+        return NodeState((Span(block, ids.shape[1]),), log_probs[0])
 
     def advance(self, root: NodeState, child: NodeState) -> NodeState:
         return NodeState(concat_kv([root, child]), child.next_log_probs)

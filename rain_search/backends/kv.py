@@ -2,14 +2,13 @@
 
 A node's full context is the committed prefix's cache followed by the small
 deltas along its path, so a token is never encoded twice. These helpers cut,
-join and copy those caches; the backend, the slot decoder and the judge all
-store their keys and values this way.
+join and copy per-layer caches (the judge stores its keys and values this way;
+the tree's nodes live in :mod:`~rain_search.backends.store`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 from transformers import DynamicCache
@@ -19,19 +18,6 @@ from rain_search.errors import ModelLoadError
 
 KV = tuple[tuple[torch.Tensor, torch.Tensor], ...]
 """Per layer (keys, values), each shaped (batch, heads, tokens, head_dim)."""
-
-
-@dataclass
-class NodeState:
-    """Cache of a node's own tokens and the log-probabilities of the next token."""
-
-    kv: KV
-    next_log_probs: torch.Tensor  # (vocab,), temperature 1
-
-
-def concat_kv(states: Sequence[NodeState]) -> KV:
-    """The full context of the last state: its ancestors' caches end to end."""
-    return join_kv([state.kv for state in states])
 
 
 def join_kv(parts: Sequence[KV]) -> KV:
@@ -48,12 +34,6 @@ def join_kv(parts: Sequence[KV]) -> KV:
 def trim_kv(kv: KV, tokens: int) -> KV:
     """The first ``tokens`` positions of ``kv``."""
     return tuple((k[:, :, :tokens], v[:, :, :tokens]) for k, v in kv)
-
-
-def trim_state(state: NodeState, drop: int) -> NodeState:
-    """``state`` without its last ``drop`` tokens (the next-token log-probs are kept)."""
-    kept = state.kv[0][0].shape[-2] - drop
-    return NodeState(trim_kv(state.kv, kept), state.next_log_probs)
 
 
 def make_cache(kv: KV, batch: int) -> DynamicCache:

@@ -100,8 +100,14 @@ def draw(dist: Sampling, temperature: float, generator: torch.Generator) -> torc
 def uniforms(
     rows: tuple[int, ...], generator: torch.Generator, device: torch.device
 ) -> torch.Tensor:
-    """The uniform numbers :func:`draw` takes from ``generator`` for ``rows`` rows: (*rows, 1)."""
-    return torch.rand(tuple(rows) + (1,), generator=generator, dtype=torch.float64, device=device)
+    """The uniform numbers :func:`draw` takes from ``generator`` for ``rows`` rows: (*rows, 1).
+
+    Drawn where the generator lives (searches key CPU generators, so an answer's
+    numbers are the same on every device), then moved to ``device``.
+    """
+    shape = tuple(rows) + (1,)
+    numbers = torch.rand(shape, generator=generator, dtype=torch.float64, device=generator.device)
+    return numbers.to(device)
 
 
 def sample_top_k(
@@ -213,12 +219,12 @@ class ClauseEnds:
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
         self.tokenizer = tokenizer
-        self._table: torch.Tensor | None = None
+        self._table: list[bool] | None = None  # read per drawn token: a list, not a tensor
 
     def __call__(self, token: int) -> bool:
         if self._table is None:
-            self._table = punctuation_table(self.tokenizer, len(self.tokenizer))
-        return token < len(self._table) and bool(self._table[token])
+            self._table = punctuation_table(self.tokenizer, len(self.tokenizer)).tolist()
+        return token < len(self._table) and self._table[token]
 
 
 def punctuation_table(tokenizer: PreTrainedTokenizerBase, size: int) -> torch.Tensor:
