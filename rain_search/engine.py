@@ -34,7 +34,7 @@ import queue
 import threading
 import weakref
 from collections import deque
-from collections.abc import Hashable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,7 +45,7 @@ from rain_search.backends.slots import Job, SlotDecoder
 from rain_search.errors import Cancelled
 from rain_search.result import StepStats
 from rain_search.stats import Counters
-from rain_search.work import Embed, Expand, Iteration, Judge, Policy, Reply, Work
+from rain_search.work import Embed, Expand, ExpandKey, Iteration, Judge, Policy, Reply, Work
 
 
 @dataclass(eq=False)
@@ -66,7 +66,7 @@ class Task:
     steps: queue.Queue[StepStats | BaseException | None] = field(default_factory=queue.Queue)
     waiting: list[Waiting] = field(default_factory=list)
     footprint: Footprint | None = None  # set when the engine admits it
-    prefetched: dict[Hashable, Job] = field(default_factory=dict)  # this step's, by key
+    prefetched: dict[ExpandKey, Job] = field(default_factory=dict)  # this step's, by key
     started: bool = False
     done: bool = False
 
@@ -206,6 +206,7 @@ class Engine:
         known = {key: job.result for key, job in task.prefetched.items()}
         running = sum(result is None for result in known.values())
         for work in task.search.prefetch(known, running):
+            assert work.key is not None  # a prefetch is found again only by its key
             job = self.decoder.add(work.path, work.request, work.generator, task.search.cost)
             task.prefetched[work.key] = job
 

@@ -1,17 +1,22 @@
 """The RAIN search policy: one generation as a state machine that asks for work.
 
-Each search step runs iterations of *select, expand and roll out, judge, back
-up, share with similar siblings* from the current root, then commits the most
-visited child, keeping its subtree for the next step. The policy never calls
-the model: it hands out iterations that yield :mod:`~rain_search.work` units,
-and the engine (one layer up) answers them, for many searches at once.
+Each step (one committed token set) runs iterations of *select, expand and
+roll out, judge, back up, share with similar siblings* from the current root,
+then commits the most visited child, keeping its subtree for the next step.
+The policy never calls the model: it hands out iterations that yield
+:mod:`~rain_search.work` units, and the engine (one layer up) answers them, for
+many searches at once, in shared forward calls.
+
+Beside it: :mod:`~rain_search.speculation` guesses expansions ahead of the
+iterations, :mod:`~rain_search.step_record` tallies each step and builds the
+statistics and the result.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Generator, Hashable, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,9 +28,11 @@ from rain_search.config import RainConfig
 from rain_search.embeddings import Embedder
 from rain_search.errors import Cancelled
 from rain_search.evaluators import Evaluator, check_score
-from rain_search.result import Candidate, FinishReason, LeafRun, RainResult, StepStats
+from rain_search.result import FinishReason, LeafRun, RainResult, StepStats
 from rain_search.seeds import draw_seed, make_generator
+from rain_search.speculation import expand_key, guess_expansions
 from rain_search.stats import Counters
+from rain_search.step_record import StepProgress, make_result
 from rain_search.stops import Stops
 from rain_search.tree import (
     Node,
@@ -37,7 +44,6 @@ from rain_search.tree import (
     assign_priors,
     backup,
     best_child,
-    count_nodes,
     drop_child_visits,
     early_stop,
     mix_root_noise,
@@ -45,7 +51,7 @@ from rain_search.tree import (
     select_leaf,
     similarity_update,
 )
-from rain_search.work import Embed, Expand, Iteration, Judge, Work
+from rain_search.work import Embed, Expand, ExpandKey, Iteration, Judge, Work
 
 
 class TreeSearch:
@@ -88,7 +94,7 @@ class TreeSearch:
         self.closing = False  # this step has what it needs: no new iterations
         self.round_open = False  # leaves may still join the current round
         self.round_left = 0  # leaves the current round may still start
-        self.step = StepProgress()
+        self.step = StepProgress()  # the step being searched
         self.held: Commit | None = None  # the last commit, while it may still be taken back
         self.rewinds = 0
 
@@ -250,59 +256,29 @@ class TreeSearch:
         self.closing = self.round_open = False
 
     def step_stats(self, root: Node, child: Node, text: str, token_ids: list[int]) -> StepStats:
-        step = self.step
-        cost = self.cost - step.before
-        return StepStats(
+        """The statistics of the step committing ``child``; ``text``: what it adds."""
+        return self.step.stats(
             index=len(self.steps_done),
+            root=root,
+            chosen=child,
             text=text,
-            token_ids=tuple(token_ids),
-            iterations=step.fresh,
-            inherited_visits=step.inherited,
-            nodes_expanded=step.nodes_expanded,
-            similarity_updates=step.similarity_updates,
-            forward_calls=cost.forward_calls,
-            tokens_processed=cost.tokens_processed,
-            evaluator_calls=cost.evaluator_calls,
-            cache_hits=cost.cache_hits,
-            visits=child.n,
-            value=child.q,
-            early_stopped=step.stopped_early,
-            rewinds=step.rewinds,
-            tree_size=count_nodes(root),
-            wall_time=time.perf_counter() - step.started,
-            candidates=self.candidates(root, child),
-            leaves=step.leaves,
+            token_ids=token_ids,
+            cost=self.cost,
+            decode=self.backend.decode,
         )
 
     def make_result(self, text: str, finish: FinishReason) -> RainResult:
-        return RainResult(
+        return make_result(
             text=text,
-            token_ids=list(self.answer),
+            token_ids=self.answer,
             prompt_tokens=len(self.prompt_ids),
-            finish_reason=finish,
-            mode="rain",
-            totals=self.cost.copy(),
-            wall_time=time.perf_counter() - self.started,
+            finish=finish,
+            cost=self.cost,
+            started=self.started,
             seed=self.seed,
             steps=self.steps_done,
-            # only a cut answer carries the budget's warning: one that ended on its own is whole
-            warnings=[self.out_of_budget] if finish == "budget" else [],
+            out_of_budget=self.out_of_budget,
         )
-
-    def candidates(self, root: Node, chosen: Node) -> list[Candidate]:
-        """The root's children at commit time, for :meth:`RainResult.explain`."""
-        return [
-            Candidate(
-                text=self.backend.decode(child.token_ids),
-                token_ids=child.token_ids,
-                visits=child.n,
-                real_visits=child.fn,
-                value=child.q,
-                prior=child.prior,
-                chosen=child is chosen,
-            )
-            for child in root.children
-        ]
 
     def spent_budget(self) -> str:
         """Why the answer must stop now (empty while the budgets last)."""
@@ -405,7 +381,7 @@ class TreeSearch:
                 self.states(path),
                 request,
                 self.generator_for(path, leaf.fn),
-                key=self.expand_key(path, request),
+                key=expand_key(self.seed, self.answer, path, request),
             )
         finally:
             leaf.busy = False
@@ -433,60 +409,18 @@ class TreeSearch:
             rollout_temperature=config.rollout_temperature,
         )
 
-    def expand_key(self, path: list[Node], request: ExpandRequest) -> Hashable:
-        """Equal for two expansions exactly when they would propose the same children."""
-        return (
-            self.seed,
-            tuple(self.answer),
-            tuple(self.tokens_of(path[1:])),
-            path[-1].fn,
-            repr(request),
-        )
-
-    def prefetch(self, known: Mapping[Hashable, Expansion | None], running: int) -> list[Expand]:
+    def prefetch(self, known: Mapping[ExpandKey, Expansion | None], running: int) -> list[Expand]:
         """Expansions of the leaves the search is likely to visit next (``speculative_leaves``).
 
-        The leaves parallel leaves would pick (each pick's path counted as a visit
-        in flight), looking through expansions already prefetched and done as if
-        their children were in the tree, so the guesses reach below leaves not yet
-        visited; the tree is left as it was. Nothing is decided by them: an
-        iteration uses a prefetched expansion only when it asks for the same key,
-        i.e. the same node, visit and request — the work it would have run itself
-        — so the search decides as it does without them, in fewer sequential
-        calls when the guesses are right.
+        ``known``: this step's prefetched expansions, done or (None) still
+        decoding, ``running`` of them. An iteration uses one only when it asks
+        for the same key, so nothing is decided by the guesses
+        (:mod:`~rain_search.speculation`).
         """
-        root, config = self.root, self.config
-        room = config.speculative_leaves - running
-        if room <= 0 or self.closing or root is None:
+        room = self.config.speculative_leaves - running
+        if room <= 0 or self.closing or self.root is None:
             return []
-        marked: list[list[Node]] = []
-        opened: list[Node] = []
-        found: list[Expand] = []
-        try:
-            for _ in range(4 * (room + len(known)) + 8):
-                path = select_leaf(root, config.c_puct, self.bounds, config.pending_value)
-                if path is None or len(found) >= room:
-                    break
-                leaf = path[-1]
-                request = self.expand_request(path)
-                key = self.expand_key(path, request)
-                done = known.get(key)
-                if done is not None and done.proposals and not leaf.terminal:
-                    leaf.children = self.make_children(path, done.proposals)
-                    assign_priors(leaf.children, request.length == 1, config.root_noise)
-                    opened.append(leaf)
-                    continue
-                add_pending(path, 1)
-                marked.append(path)
-                if key not in known and not leaf.terminal:
-                    generator = self.generator_for(path, leaf.fn)
-                    found.append(Expand(self.states(path), request, generator, key=key))
-        finally:
-            for path in marked:
-                add_pending(path, -1)
-            for leaf in opened:
-                leaf.children = []
-        return found
+        return guess_expansions(self, self.root, known, room)
 
     def needs_children(self, path: list[Node]) -> bool:
         node = path[-1]
@@ -594,22 +528,6 @@ class TreeSearch:
     @staticmethod
     def tokens_of(nodes: Sequence[Node]) -> list[int]:
         return [token for node in nodes for token in node.token_ids]
-
-
-@dataclass
-class StepProgress:
-    """What one step has done so far (reset at every commit)."""
-
-    before: Counters = field(default_factory=Counters)
-    shown_text: str = ""
-    started: float = field(default_factory=time.perf_counter)
-    inherited: int = 0
-    fresh: int = 0
-    stopped_early: bool = False
-    nodes_expanded: int = 0
-    similarity_updates: int = 0
-    leaves: list[LeafRun] = field(default_factory=list)
-    rewinds: int = 0
 
 
 @dataclass(eq=False)

@@ -9,8 +9,8 @@ as a :class:`Policy`: iterations out, their ends in, a step to commit.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Hashable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Generator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import torch
@@ -23,6 +23,30 @@ from rain_search.result import RainResult, StepStats
 from rain_search.stats import Counters
 
 
+@dataclass(frozen=True)
+class ExpandKey:
+    """Which expansion a unit of work is: equal keys, the same children drawn the same way.
+
+    An expansion is decided by the search's seed, the answer so far, the tokens
+    of the path below the root, the leaf's real visits when it was asked (its
+    random stream is keyed by them) and the request; a prefetched expansion
+    stands in for an iteration's only when all of these agree, which is why
+    prefetching changes no decision.
+    """
+
+    seed: int
+    answer: tuple[int, ...]
+    path: tuple[int, ...]  # the path's tokens below the root
+    visits: int
+    request: ExpandRequest
+
+    def __post_init__(self) -> None:
+        # ExpandRequest is frozen, but ``exclude`` may be a list: hash it as a tuple
+        if not isinstance(self.request.exclude, tuple):
+            exclude = tuple(self.request.exclude)
+            object.__setattr__(self, "request", replace(self.request, exclude=exclude))
+
+
 @dataclass
 class Expand:
     """Propose children below the last state of ``path`` (and roll one sample on)."""
@@ -30,7 +54,7 @@ class Expand:
     path: Sequence[Any]
     request: ExpandRequest
     generator: torch.Generator
-    key: Hashable = None  # equal keys: the same work, drawn the same way (a prefetch stands in)
+    key: ExpandKey | None = None  # equal keys: the same work (a prefetched expansion stands in)
 
 
 @dataclass
@@ -93,7 +117,7 @@ class Policy(Protocol):
         """A new iteration to run now, or None while the step needs no more."""
         ...
 
-    def prefetch(self, known: Mapping[Hashable, Expansion | None], running: int) -> list[Expand]:
+    def prefetch(self, known: Mapping[ExpandKey, Expansion | None], running: int) -> list[Expand]:
         """Expansions to start ahead (none of ``known``: this step's, done or not yet),
         ``running`` of them still decoding; an iteration whose :class:`Expand` has the
         same key gets the result."""
