@@ -18,12 +18,19 @@ import hashlib
 import time
 from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic
 
 import torch
 
 from rain_search.admission import Footprint
-from rain_search.backends.base import PUNCTUATION, Backend, ExpandRequest, Expansion, Proposal
+from rain_search.backends.base import (
+    PUNCTUATION,
+    Backend,
+    ExpandRequest,
+    Expansion,
+    Proposal,
+    StateT,
+)
 from rain_search.config import RainConfig
 from rain_search.embeddings import Embedder
 from rain_search.errors import Cancelled
@@ -54,7 +61,7 @@ from rain_search.tree import (
 from rain_search.work import Embed, Expand, ExpandKey, Iteration, Judge, Work
 
 
-class TreeSearch:
+class TreeSearch(Generic[StateT]):
     """One RAIN generation over any :class:`Backend`, as a policy that asks for work.
 
     The search never calls the model itself: each iteration is a generator
@@ -62,12 +69,13 @@ class TreeSearch:
     embed texts) and is sent the replies. An :class:`~rain_search.engine.Engine`
     runs the iterations of one search, ``parallel_leaves`` at a time, and of
     many searches together, in shared forward calls; it sees the search only
-    through the :class:`~rain_search.work.Policy` protocol.
+    through the :class:`~rain_search.work.Policy` protocol. ``StateT`` is the
+    backend's per-node state (its tree nodes carry it as ``Node.state``).
     """
 
     def __init__(
         self,
-        backend: Backend,
+        backend: Backend[StateT],
         evaluator: Evaluator,
         embedder: Embedder,
         config: RainConfig,
@@ -100,7 +108,7 @@ class TreeSearch:
 
     # -- outer loop: search, commit, repeat ---------------------------------------
 
-    def begin(self, root_state: object, prompt_ids: Sequence[int]) -> None:
+    def begin(self, root_state: StateT, prompt_ids: Sequence[int]) -> None:
         """Start from the encoded prompt (the engine encodes it).
 
         The clock of ``timeout`` and ``wall_time`` starts here: time spent waiting
@@ -495,8 +503,8 @@ class TreeSearch:
         seed = int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") >> 1
         return make_generator(seed, getattr(self.backend, "device", "cpu"))
 
-    @staticmethod
-    def states(path: list[Node]) -> list[Any]:
+    def states(self, path: list[Node]) -> list[StateT]:
+        """The backend's states along ``path``, root first (what :class:`Expand` carries)."""
         return [node.state for node in path]
 
     def set_length(self, path: list[Node]) -> int:

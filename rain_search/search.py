@@ -206,7 +206,7 @@ class RainGenerator:
         config = config.merged(**overrides) if overrides else config
         self.check_judge_settings(config)
         budget, warnings = self.fit_context(len(prompt_ids), config.max_new_tokens)
-        search = TreeSearch(
+        search = TreeSearch[Any](  # either backend: its state type is its own business
             self.backend,
             self.evaluator,
             self.embedder,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 import torch
 
@@ -70,21 +70,31 @@ class Expansion:
     rollout: tuple[int, ...]
 
 
-class Backend(Protocol):
+StateT = TypeVar("StateT")
+"""A backend's per-node state (a slice of the tree-shared cache, the whole token sequence...)."""
+
+
+class Backend(Protocol[StateT]):
+    """A language model as the search sees it, generic over what it keeps per node.
+
+    The search never looks inside a state: it hands the backend the states of a
+    path (root first) and stores what comes back on the tree's nodes.
+    """
+
     counters: Counters
     eos_token_ids: frozenset[int]
 
-    def start(self, prompt_ids: Sequence[int]) -> Any:
+    def start(self, prompt_ids: Sequence[int]) -> StateT:
         """Encode the prompt; return the root's state."""
         ...
 
     def expand(
-        self, path: Sequence[Any], request: ExpandRequest, generator: torch.Generator
+        self, path: Sequence[StateT], request: ExpandRequest, generator: torch.Generator
     ) -> Expansion:
         """Propose children of the last node of ``path`` (states from the root down)."""
         ...
 
-    def advance(self, root: Any, child: Any) -> Any:
+    def advance(self, root: StateT, child: StateT) -> StateT:
         """The state of ``child`` once committed: it becomes the new root."""
         ...
 
