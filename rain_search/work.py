@@ -5,6 +5,11 @@ one of these and is sent the answer (an :class:`Expansion`, the judge's
 values, the embeddings), so the engine can put the work of many iterations
 and many searches into the same forward calls. The engine knows a search only
 as a :class:`Policy`: iterations out, their ends in, a step to commit.
+
+Words kept apart on both sides of this seam: a *step* is one committed token
+set (its iterations, then its commit); a *call* is one forward call of the
+decoder, shared by every row in it; a *position* is a token's index in a
+sequence; an *iteration* is one leaf's select, expand, judge and back up.
 """
 
 from __future__ import annotations
