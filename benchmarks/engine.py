@@ -14,6 +14,15 @@ model, same dtype. Sections:
 - ``concurrent``: 8 searches one after another vs the same 8 at once on one
   generator: throughput and whether every answer equals its solo answer.
 - ``dtype``: vanilla and ``fast`` RAIN in float32 and bfloat16 (same run).
+- ``scale``: ``fast`` searches with the function judge at 1, 8, 32, 64 at once
+  (seeds 0..N-1, one prompt): committed tokens/s beside plain batched decoding
+  (``model.generate``, greedy) on as many rows; whether each concurrent answer
+  is its solo answer (the first 8 seeds run one at a time); torch operations
+  dispatched per committed token at 8 and 64 searches (by default on the tiny
+  random Llama on the CPU, ``embedder="hidden"``: a count, the same on every
+  machine; ``--ops-model`` picks another); and where the largest run's time
+  goes (forward calls, judge, embedder, and the rest: the engine's host work).
+  On a CPU the throughput rows stop at 8 searches (``--searches`` overrides).
 
 Results go to ``benchmarks/results/engine[-quick][-model].json``.
 """
@@ -31,10 +40,11 @@ import torch
 
 from benchmarks.common import RESULTS, load, machine, now, read_lines, table, write_json
 from benchmarks.judges import tone
+from benchmarks.opcount import OpCounter, TimeSplit, plain_batched, run_searches
 from rain_search import RainConfig, RainGenerator, RainResult
 
-SECTIONS = ("leaves", "paper", "concurrent", "dtype")
-FULL = {
+SECTIONS = ("leaves", "paper", "concurrent", "dtype", "scale")
+FULL: dict[str, Any] = {
     "prompts": 2,
     "tokens": 40,
     "paper_tokens": 12,
@@ -42,8 +52,15 @@ FULL = {
     "paper_leaves": [1, 8, 16, 32],
     "concurrent": 8,
     "concurrent_tokens": 24,
+    "scale": [1, 8, 32, 64],
+    "scale_cpu": [1, 8],
+    "scale_tokens": 16,
+    "scale_tokens_cpu": 8,
+    "scale_solo": 8,
+    "ops": [8, 64],
+    "ops_tokens": 16,
 }
-QUICK = {
+QUICK: dict[str, Any] = {
     "prompts": 1,
     "tokens": 24,
     "paper_tokens": 6,
@@ -51,6 +68,13 @@ QUICK = {
     "paper_leaves": [1, 8],
     "concurrent": 8,
     "concurrent_tokens": 12,
+    "scale": [1, 8, 32, 64],
+    "scale_cpu": [1, 8],
+    "scale_tokens": 8,
+    "scale_tokens_cpu": 4,
+    "scale_solo": 8,
+    "ops": [8, 64],
+    "ops_tokens": 8,
 }
 
 
@@ -86,6 +110,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         report["concurrent"] = concurrency(function, prompts[0], sizes, args.leaves)
     if "dtype" in args.sections:
         report["dtypes"] = compare_dtypes(args.model, args.device, prompts, sizes, args.leaves)
+    if "scale" in args.sections:
+        report["scale"] = scale(
+            function,
+            scale_ops_generator(args.ops_model, function),
+            prompts[0],
+            sizes,
+            args.searches,
+        )
     name = "engine" + ("-quick" if args.quick else "")
     if args.model:
         name += "-" + args.model.replace(":", "-").replace("/", "-")
@@ -105,6 +137,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     parser.add_argument(
         "--max-batch-rows", type=int, default=None, help="the engine's batch budget in rows"
+    )
+    parser.add_argument(
+        "--searches", type=int, nargs="+", default=None, help="scale: concurrent searches"
+    )
+    parser.add_argument(
+        "--ops-model",
+        default="random:tiny",
+        help="scale: the model whose torch operations are counted (on the CPU, "
+        "embedder='hidden'); 'same' for the run's generator, 'none' to skip",
     )
     parser.add_argument("--out", type=Path, default=RESULTS)
     return parser.parse_args(argv)
@@ -196,6 +237,186 @@ def cold(generator: RainGenerator) -> None:
             clear()
 
 
+def scale(
+    generator: RainGenerator,
+    ops_generator: RainGenerator | None,
+    prompt: str,
+    sizes: dict[str, Any],
+    searches: list[int] | None = None,
+) -> dict[str, Any]:
+    """Throughput, answers, operations and time split as concurrent searches grow."""
+    started = time.perf_counter()
+    cpu = generator.model.device.type == "cpu"
+    counts = searches or sizes["scale_cpu" if cpu else "scale"]
+    tokens = sizes["scale_tokens_cpu" if cpu else "scale_tokens"]
+    config = RainConfig.preset("fast", max_new_tokens=tokens)
+    prompt_ids, _ = generator.encode(prompt, None)
+    pad = generator.tokenizer.pad_token_id
+    pad = generator.tokenizer.eos_token_id if pad is None else pad
+
+    # the first seeds one at a time: the solo answers, and the throughput of one search
+    solo_count = min(sizes["scale_solo"], max(counts))
+    cold(generator)
+    start = time.perf_counter()
+    solo = [run_searches(generator, [prompt], [seed], config)[0] for seed in range(solo_count)]
+    solo_wall = time.perf_counter() - start
+    rows = []
+    split: dict[str, Any] | None = None
+    for count in counts:
+        if count == 1:
+            results, wall = solo, solo_wall
+        elif cpu and count == max(counts):
+            # the wrappers cost a CPU nothing: split this run (on a GPU they synchronise the
+            # device, so the split has a run of its own, below)
+            results, split = split_run(generator, prompt, count, config)
+            wall = split["wall_s"]
+        else:
+            cold(generator)
+            start = time.perf_counter()
+            results = run_searches(generator, [prompt] * count, list(range(count)), config)
+            wall = time.perf_counter() - start
+        committed = sum(r.completion_tokens for r in results)
+        plain = plain_batched(generator.model, [prompt_ids] * count, tokens, pad)
+        row: dict[str, Any] = {
+            "searches": count,
+            "tokens": committed,
+            "wall_s": wall,
+            "tokens_per_s": committed / wall,
+            "forward_calls_per_token": sum(r.totals.forward_calls for r in results)
+            / max(committed, 1),
+            "plain_tokens_per_s": plain["tokens_per_s"],
+        }
+        row["vs_plain"] = row["tokens_per_s"] / row["plain_tokens_per_s"]
+        if count > 1:
+            compared = list(zip(solo, results, strict=False))
+            same = sum(a.token_ids == b.token_ids for a, b in compared)
+            row["same_answers"] = f"{same}/{len(compared)}"
+        rows.append(row)
+        print(
+            f"[{now()}] scale {count} searches: {row['tokens_per_s']:.1f} tokens/s "
+            f"(plain {row['plain_tokens_per_s']:.1f}), same answers {row.get('same_answers', '-')}",
+            flush=True,
+        )
+    for row in rows:
+        row["vs_one"] = row["tokens_per_s"] / rows[0]["tokens_per_s"]
+    if split is not None:
+        split["separate_run"] = False
+    else:
+        split = split_run(generator, prompt, max(counts), config)[1]
+        split["separate_run"] = True
+    out: dict[str, Any] = {
+        "prompt": prompt,
+        "K": config.parallel_leaves,
+        "max_new_tokens": tokens,
+        "rows": rows,
+        "split": split,
+    }
+    if ops_generator is not None:
+        out["operations"] = operations(ops_generator, prompt, sizes["ops"], sizes["ops_tokens"])
+    out["targets"] = scale_targets(out, generator.model.device.type)
+    out["section_s"] = time.perf_counter() - started
+    return out
+
+
+def scale_ops_generator(name: str, generator: RainGenerator) -> RainGenerator | None:
+    """Whose operations ``scale`` counts: a model on the CPU with the hidden-state embedder."""
+    if name == "none":
+        return None
+    if name == "same":
+        return generator
+    model, tokenizer = load(name, "cpu")
+    counted = RainGenerator(model, tokenizer, "fast", evaluator=tone, embedder="hidden")
+    counted.warm_up()
+    return counted
+
+
+def operations(
+    generator: RainGenerator, prompt: str, counts: list[int], tokens: int
+) -> dict[str, Any]:
+    """torch (aten) operations dispatched per committed token, N searches at once."""
+    config = RainConfig.preset("fast", max_new_tokens=tokens)
+    rows = []
+    for count in counts:
+        cold(generator)
+        start = time.perf_counter()
+        with OpCounter() as ops:
+            results = run_searches(generator, [prompt] * count, list(range(count)), config)
+        committed = max(sum(r.completion_tokens for r in results), 1)
+        rows.append(
+            {
+                "searches": count,
+                "tokens": committed,
+                "operations": ops.total,
+                "per_token": ops.total / committed,
+                "forward_calls_per_token": sum(r.totals.forward_calls for r in results) / committed,
+                "wall_s": time.perf_counter() - start,
+                "top": {name: n / committed for name, n in ops.top().items()},
+            }
+        )
+        print(
+            f"[{now()}] operations, {count} searches: {rows[-1]['per_token']:.0f} per token",
+            flush=True,
+        )
+    out: dict[str, Any] = {
+        "model": getattr(generator.model.config, "_name_or_path", "") or "random",
+        "layers": generator.model.config.num_hidden_layers,
+        "device": str(generator.model.device),
+        "embedder": type(generator.embedder).__name__,
+        "max_new_tokens": tokens,
+        "rows": rows,
+    }
+    if len(rows) > 1:
+        out["ratio"] = rows[-1]["per_token"] / rows[0]["per_token"]
+    return out
+
+
+def split_run(
+    generator: RainGenerator, prompt: str, count: int, config: RainConfig
+) -> tuple[list[RainResult], dict[str, Any]]:
+    """``count`` searches, and where their wall time went: forward, judge, embed, the rest."""
+    split = TimeSplit(generator)
+    cold(generator)
+    start = time.perf_counter()
+    with split.measure():
+        results = run_searches(generator, [prompt] * count, list(range(count)), config)
+    wall = time.perf_counter() - start
+    committed = sum(r.completion_tokens for r in results)
+    out = {"searches": count, "tokens": committed, "tokens_per_s": committed / wall}
+    out |= split.report(wall)
+    print(
+        f"[{now()}] split, {count} searches: forward {out['forward_share']:.0%}, judge "
+        f"{out['judge_share']:.0%}, embed {out['embed_share']:.0%}, host {out['host_share']:.0%}",
+        flush=True,
+    )
+    return results, out
+
+
+def scale_targets(out: dict[str, Any], device: str) -> dict[str, dict[str, Any]]:
+    """Issue 30's targets, for what this run measured."""
+    goals: dict[str, dict[str, Any]] = {}
+    if "ratio" in out.get("operations", {}):
+        ratio = out["operations"]["ratio"]
+        rows = out["operations"]["rows"]
+        name = f"ops_per_token_{rows[-1]['searches']}_vs_{rows[0]['searches']}"
+        goals[name] = {"measured": ratio, "target": "<= 0.25", "met": ratio <= 0.25}
+    by_count = {row["searches"]: row for row in out["rows"]}
+    if device == "cuda" and 64 in by_count:
+        speed = by_count[64]["tokens_per_s"]
+        goals["tokens_per_s_64"] = {"measured": speed, "target": ">= 700", "met": speed >= 700}
+    if 8 in by_count and 64 in by_count:
+        gain = by_count[64]["tokens_per_s"] / by_count[8]["tokens_per_s"]
+        goals["throughput_64_vs_8"] = {"measured": gain, "target": ">= 5", "met": gain >= 5}
+    for row in out["rows"]:
+        if "same_answers" in row:
+            same, total = map(int, row["same_answers"].split("/"))
+            goals[f"same_answers_{row['searches']}"] = {
+                "measured": row["same_answers"],
+                "target": f"{total}/{total}",
+                "met": same == total,
+            }
+    return goals
+
+
 def compare_dtypes(
     model_name: str | None,
     device: str | None,
@@ -262,6 +483,24 @@ def print_report(report: dict[str, Any]) -> None:
         print(
             table(report["dtypes"], ["dtype", "vanilla_wall", "wall_vs_vanilla", "forward_calls"])
         )
+    if "scale" in report:
+        print_scale(report["scale"], report["dtype"])
+
+
+def print_scale(part: dict[str, Any], dtype: str) -> None:
+    print(f"\nscale: fast preset, function judge, {part['max_new_tokens']} tokens ({dtype}):")
+    columns = ["searches", "tokens_per_s", "plain_tokens_per_s", "vs_plain", "vs_one"]
+    print(table(part["rows"], [*columns, "forward_calls_per_token", "same_answers"]))
+    split = part["split"]
+    print(f"\ntime split, {split['searches']} searches ({split['wall_s']:.1f} s):")
+    print(table([split], [f"{name}_share" for name in ("forward", "judge", "embed", "host")]))
+    if "operations" in part:
+        ops = part["operations"]
+        print(f"\ntorch operations per committed token ({ops['model']}, {ops['device']}):")
+        print(table(ops["rows"], ["searches", "tokens", "operations", "per_token"]))
+        if "ratio" in ops:
+            print(f"ratio {ops['ratio']:.3f} (target <= 0.25)")
+    print(f"\nsection: {part['section_s']:.0f} s")
 
 
 if __name__ == "__main__":

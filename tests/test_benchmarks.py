@@ -152,3 +152,39 @@ def test_speed_report_of_one_section_prints_and_plots(tmp_path, capsys) -> None:
     assert (tmp_path / "speed.png").stat().st_size > 0
     out = capsys.readouterr().out
     assert "rain fast" in out and "iteration budget" not in out
+
+
+def test_engine_scale_section_reports_speed_answers_operations_and_split(tiny_llama) -> None:
+    from benchmarks import engine
+
+    model, tokenizer = tiny_llama
+    generator = RainGenerator(model, tokenizer, "fast", evaluator=tone, embedder="hidden")
+    sizes = {**engine.QUICK, "scale_tokens_cpu": 2, "scale_solo": 2, "ops": [1, 2]}
+    sizes["ops_tokens"] = 2
+    part = engine.scale(generator, generator, "Say hi.", sizes, searches=[1, 2])
+    one, two = part["rows"]
+    assert (one["searches"], two["searches"]) == (1, 2) and two["same_answers"] == "2/2"
+    for row in part["rows"]:
+        assert row["tokens_per_s"] > 0 and row["plain_tokens_per_s"] > 0 and row["vs_plain"] > 0
+    split = part["split"]
+    assert split["forward_calls"] > 0 and split["embed_calls"] > 0 and split["judge_calls"] > 0
+    parts = sum(split[f"{name}_s"] for name in ("forward", "judge", "embed", "host"))
+    assert parts == pytest.approx(split["wall_s"])
+    ops = part["operations"]
+    assert [row["searches"] for row in ops["rows"]] == [1, 2] and ops["ratio"] > 0
+    assert all(row["per_token"] > 0 and row["top"] for row in ops["rows"])
+    assert part["targets"]["ops_per_token_2_vs_1"]["target"] == "<= 0.25"
+    assert part["targets"]["same_answers_2"]["met"]
+    engine.print_scale(part, "float32")
+    # the wrappers are gone: the class's methods show through again
+    assert "forward" not in vars(generator.backend) and "embed" not in vars(generator.embedder)
+
+
+def test_op_counter_counts_aten_operations() -> None:
+    import torch
+
+    from benchmarks.opcount import OpCounter
+
+    with OpCounter() as ops:
+        (torch.ones(3) * 2).sum()
+    assert ops.total == 3 and ops.by_op["mul"] == 1
