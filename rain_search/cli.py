@@ -134,6 +134,12 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         help="key/value positions the concurrent searches may hold "
         "(default: what fits 4 GiB on a CPU, half the free GPU memory)",
     )
+    parser.add_argument(
+        "--batch-invariant",
+        action="store_true",
+        help="each search's rows in calls of their own: every answer is its solo answer bit "
+        "for bit in any dtype, at the price of the shared calls' throughput",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
 

@@ -4,7 +4,7 @@ Searches ask for work (:mod:`rain_search.work`); the engine answers it in as
 few forward calls as it can. It knows a search only through the
 :class:`~rain_search.work.Policy` protocol (iterations out, their ends in, a
 step to commit), not the tree search's internals. Expansions from every
-running iteration of every search share the :class:`SlotDecoder`'s calls: each
+running iteration of every search share the slot decoder's calls: each
 call advances all live rows by one token, and a row whose set or rollout is
 done leaves at once, its leaf judged, embedded and backed up, and its search's
 next leaf joins the next call (fixed slots refilled as work finishes, as in
@@ -19,9 +19,13 @@ positions fit the engine's :class:`~rain_search.admission.Budget` beside the
 live ones, so a long batch of prompts never balloons one call.
 
 Each search's work is the same whatever runs beside it: it starts its
-iterations as soon as it has room (``parallel_leaves``), draws from random
-streams keyed by where it draws, and its judge and embedder calls see only its
-own texts; so a search's answer does not depend on the batch.
+iterations as soon as it has room (``parallel_leaves``) and draws from random
+streams keyed by where it draws. Its rows' numbers can still differ in the last
+bits with the calls' shapes (how many rows, how much padding: kernels pick
+their reduction order by shape), which in half precision moves a sampled token
+now and then; ``batch_invariant=True`` gives every search calls of its own
+(:class:`~rain_search.backends.decoders.IsolatedDecoder`), so its answer is its
+solo answer bit for bit, at the price of the shared calls.
 
 :class:`Scheduler` lets any number of callers, on any threads, hand an engine
 searches and read their steps; the readers take turns driving it.
@@ -40,8 +44,7 @@ from typing import Any
 
 from rain_search.admission import Budget, Footprint
 from rain_search.backends.base import Backend
-from rain_search.backends.hf import HFBackend
-from rain_search.backends.slots import Job, SlotDecoder
+from rain_search.backends.decoders import Pending, make_decoder
 from rain_search.errors import Cancelled
 from rain_search.result import StepStats
 from rain_search.stats import Counters
@@ -54,7 +57,7 @@ class Waiting:
 
     iteration: Iteration
     work: Work
-    job: Job | None = None
+    job: Pending | None = None
 
 
 @dataclass(eq=False)
@@ -66,7 +69,7 @@ class Task:
     steps: queue.Queue[StepStats | BaseException | None] = field(default_factory=queue.Queue)
     waiting: list[Waiting] = field(default_factory=list)
     footprint: Footprint | None = None  # set when the engine admits it
-    prefetched: dict[ExpandKey, Job] = field(default_factory=dict)  # this step's, by key
+    prefetched: dict[ExpandKey, Pending] = field(default_factory=dict)  # this step's, by key
     started: bool = False
     done: bool = False
 
@@ -74,10 +77,13 @@ class Task:
 class Engine:
     """Runs searches' work on one backend; each search brings its own judge and embedder."""
 
-    def __init__(self, backend: Backend, budget: Budget | None = None) -> None:
+    def __init__(
+        self, backend: Backend, budget: Budget | None = None, batch_invariant: bool = False
+    ) -> None:
         self.backend = backend
         self.budget = budget
-        self.decoder = SlotDecoder(backend) if isinstance(backend, HFBackend) else None
+        self.batch_invariant = batch_invariant
+        self.decoder = make_decoder(backend, batch_invariant)
         self.tasks: list[Task] = []  # admitted: their work is in the calls
         self.queued: deque[Task] = deque()  # waiting for room in the budget
 
@@ -110,7 +116,7 @@ class Engine:
         self._settle()
         for task in self.tasks:
             self._guard(task, self._prefetch, task)
-        if self.decoder is not None and self.decoder.live:
+        if self.decoder.live:
             try:
                 finished = self.decoder.step()
             except Exception as error:  # a failed call fails every search in it
@@ -125,7 +131,7 @@ class Engine:
                     self._guard(task, self._send, task, waiting.iteration, job.result)
             self._settle()
         self.tasks = [task for task in self.tasks if not task.done]
-        if not self.tasks and not self.queued and self.decoder is not None:
+        if not self.tasks and not self.queued:
             self.decoder.release()
 
     def _admit(self) -> None:
@@ -201,8 +207,6 @@ class Engine:
         the call the guesses join: guessing after every settle pass redid the
         same picks on a tree that was still moving.
         """
-        if self.decoder is None:
-            return
         known = {key: job.result for key, job in task.prefetched.items()}
         running = sum(result is None for result in known.values())
         for work in task.search.prefetch(known, running):
@@ -212,7 +216,7 @@ class Engine:
 
     def _drop_prefetched(self, task: Task) -> None:
         for job in task.prefetched.values():
-            if job.result is None and self.decoder is not None:
+            if job.result is None:
                 self.decoder.cancel(job)
         task.prefetched = {}
 
@@ -223,7 +227,7 @@ class Engine:
         step's end): their rows leave the decoder, their visits are not counted.
         """
         for waiting in task.waiting:
-            if waiting.job is not None and self.decoder is not None:
+            if waiting.job is not None:
                 self.decoder.cancel(waiting.job)
             waiting.iteration.close()
             task.search.iteration_done(False)
@@ -262,20 +266,13 @@ class Engine:
     def _expand(self, task: Task, waiting: Waiting) -> None:
         work = waiting.work
         assert isinstance(work, Expand)
-        if self.decoder is not None:
-            job = task.prefetched.pop(work.key, None) if work.key is not None else None
-            if job is None:
-                job = self.decoder.add(work.path, work.request, work.generator, task.search.cost)
-            waiting.job = job
-            if job.result is not None:  # nothing to decode
-                task.waiting.remove(waiting)
-                self._send(task, waiting.iteration, job.result)
-            return
-        task.waiting.remove(waiting)
-        expansion = self._counted(
-            task, self.backend, self.backend.expand, work.path, work.request, work.generator
-        )
-        self._send(task, waiting.iteration, expansion)
+        job = task.prefetched.pop(work.key, None) if work.key is not None else None
+        if job is None:
+            job = self.decoder.add(work.path, work.request, work.generator, task.search.cost)
+        waiting.job = job
+        if job.result is not None:  # done at once (a backend without slots, or a prefetch)
+            task.waiting.remove(waiting)
+            self._send(task, waiting.iteration, job.result)
 
     def _counted(self, task: Task, owner: object, call: Any, *args: Any) -> Any:
         """Run ``call`` and charge what ``owner``'s counters rose by to this task's search."""
@@ -318,8 +315,7 @@ class Engine:
         for task in self.tasks:
             if not task.done:
                 self._end(task, error)
-        if self.decoder is not None:
-            self.decoder = SlotDecoder(self.decoder.backend)
+        self.decoder = make_decoder(self.backend, self.batch_invariant)
 
 
 def split(waiting: list[Waiting], replies: Any) -> list[tuple[Waiting, Reply]]:

@@ -497,11 +497,13 @@ class TreeSearch(Generic[StateT]):
 
         Keyed by where it is drawn rather than taken from one stream, so what a
         leaf proposes does not depend on which other leaves or searches ran
-        before it or beside it.
+        before it or beside it. Always a CPU generator: its numbers are drawn
+        ahead in one call per expansion and read on the host without a device
+        sync, and an answer's numbers are the same on every device.
         """
         key = repr((self.seed, self.answer, self.tokens_of(path[1:]), visit)).encode()
         seed = int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") >> 1
-        return make_generator(seed, getattr(self.backend, "device", "cpu"))
+        return make_generator(seed, "cpu")
 
     def states(self, path: list[Node]) -> list[StateT]:
         """The backend's states along ``path``, root first (what :class:`Expand` carries)."""

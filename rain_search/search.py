@@ -72,6 +72,12 @@ class RainGenerator:
     rest wait their turn). By default: 320 rows on a CPU, 1024 on a GPU, and
     the key/value positions that fit 4 GiB on a CPU or half the GPU memory
     free when the generator is built.
+
+    ``batch_invariant=True`` runs each search's rows in calls of their own, so
+    every answer is the one the search gives alone, bit for bit, in any dtype
+    and on any device; by default searches share calls, and a row's numbers
+    may differ in the last bits with what shares its call (in float32 we have
+    not seen an answer change; in bfloat16/float16 on a GPU some do).
     """
 
     def __init__(
@@ -86,6 +92,7 @@ class RainGenerator:
         kv_cache: bool = True,
         max_batch_rows: int | None = None,
         max_batch_kv_tokens: int | None = None,
+        batch_invariant: bool = False,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -99,7 +106,7 @@ class RainGenerator:
         budget = default_budget(
             model.config, self.backend.device, max_batch_rows, max_batch_kv_tokens
         )
-        self.scheduler = Scheduler(Engine(self.backend, budget))
+        self.scheduler = Scheduler(Engine(self.backend, budget, batch_invariant))
 
     def with_judge(
         self,

@@ -48,6 +48,7 @@ class GeneratorSpec:
     seed: int | None = None
     max_batch_rows: int | None = None
     max_batch_kv_tokens: int | None = None
+    batch_invariant: bool = False
     quiet: bool = True
 
     @classmethod
@@ -78,6 +79,7 @@ class GeneratorSpec:
             embedder=self.embedder,
             max_batch_rows=self.max_batch_rows,
             max_batch_kv_tokens=self.max_batch_kv_tokens,
+            batch_invariant=self.batch_invariant,
         )
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import threading
 import time
+from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -426,3 +428,41 @@ def test_time_waiting_for_room_is_not_charged_to_the_timeout(tiny_llama) -> None
     list(short)
     assert long.result is not None and long.result.wall_time > 3.0, "the wait must outlast 2 s"
     assert short.result is not None and short.result.finish_reason != "budget"
+
+
+def test_batch_invariant_searches_run_alone_in_every_call_and_give_their_solo_answers(
+    tiny_llama,
+) -> None:
+    # In bfloat16 a row's numbers depend on the shapes of the call it is in. With
+    # batch_invariant=True every call a search makes while others run has the shape it
+    # has alone (the same rows, the same padding), so its answer is its solo answer.
+    model, tokenizer = tiny_llama
+    half = copy.deepcopy(model).to(torch.bfloat16)
+    config = RainConfig.preset("fast").merged(max_new_tokens=8, parallel_leaves=4)
+    generator = RainGenerator(
+        half,
+        tokenizer,
+        config,
+        evaluator=lambda t: -t.count("e") / 5,
+        embedder=LetterEmbedder(),
+        batch_invariant=True,
+    )
+    shapes: list[tuple[int, ...]] = []
+    forward = generator.backend.forward
+
+    def recorded(input_ids, cache, attention_mask=None, position_ids=None):  # type: ignore[no-untyped-def]
+        width = () if attention_mask is None else (attention_mask.shape[1],)
+        shapes.append((*input_ids.shape, *width))
+        return forward(input_ids, cache, attention_mask=attention_mask, position_ids=position_ids)
+
+    generator.backend.forward = recorded  # type: ignore[method-assign]
+    prompts = PROMPTS[:4]
+    solo, alone = [], Counter[tuple[int, ...]]()
+    for seed, prompt in enumerate(prompts):
+        solo.append(generator.generate(prompt, seed=seed))
+        alone.update(shapes)
+        shapes.clear()
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda a: generator.generate(a[1], seed=a[0]), enumerate(prompts)))
+    assert Counter(shapes) == alone
+    assert [r.token_ids for r in together] == [r.token_ids for r in solo]

@@ -163,7 +163,7 @@ class SlotDecoder:
         self._pending.append(job)
         return job
 
-    def cancel(self, job: Job) -> None:
+    def cancel(self, job: object) -> None:
         """Stop decoding ``job``: its slots are freed before the next call."""
         self._pending = [pending for pending in self._pending if pending is not job]
         rows = self.layout.rows
