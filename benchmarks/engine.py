@@ -94,8 +94,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "max_batch_rows": args.max_batch_rows,
         "started": now(),
     }
+    # batch invariance only when asked: the keyword is newer than this benchmark
+    invariant = {"batch_invariant": True} if args.batch_invariant else {}
+    report["batch_invariant"] = args.batch_invariant
     function = RainGenerator(
-        model, tokenizer, "fast", evaluator=tone, max_batch_rows=args.max_batch_rows
+        model, tokenizer, "fast", evaluator=tone, max_batch_rows=args.max_batch_rows, **invariant
     )
     function.warm_up()
     if "leaves" in args.sections:
@@ -146,6 +149,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default="random:tiny",
         help="scale: the model whose torch operations are counted (on the CPU, "
         "embedder='hidden'); 'same' for the run's generator, 'none' to skip",
+    )
+    parser.add_argument(
+        "--batch-invariant",
+        action="store_true",
+        help="each search in calls of its own shapes (leaves, concurrent and scale sections)",
     )
     parser.add_argument("--out", type=Path, default=RESULTS)
     return parser.parse_args(argv)
@@ -484,7 +492,8 @@ def print_report(report: dict[str, Any]) -> None:
             table(report["dtypes"], ["dtype", "vanilla_wall", "wall_vs_vanilla", "forward_calls"])
         )
     if "scale" in report:
-        print_scale(report["scale"], report["dtype"])
+        invariant = ", batch invariant" if report.get("batch_invariant") else ""
+        print_scale(report["scale"], report["dtype"] + invariant)
 
 
 def print_scale(part: dict[str, Any], dtype: str) -> None:

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Issue 30's GPU check, in one call of at most 7.5 minutes (BUDGET_S=435): the scale section
 # in float32 (operations counted on the run's model) and bfloat16, the plain-decoding
-# dtype probe, and the concurrent section in bfloat16.
+# dtype probe, the concurrent section in bfloat16, and last, in what time is left, the
+# scale section in bfloat16 with --batch-invariant (1, 8, 64 searches).
 #
 # Run from the repository root on a GPU machine where the package's needs import
 # (PYTHONPATH) and the embedded model and MiniLM are found. Each step has its own time
 # limit inside a total budget, so one slow or failing step leaves the others their time;
 # output goes to $OUT/gpu_check.log, results to $OUT/{scale-fp32,scale-bf16,
-# concurrent-bf16}/engine-*.json and $OUT/decode_probe.json (8 files at most come back).
+# concurrent-bf16,scale-bf16-invariant}/engine-*.json and $OUT/decode_probe.json (6 files;
+# 8 at most come back).
 #
 # A dry run on a CPU, tiny sizes:
 #   OUT=/tmp/gc DEVICE=cpu BUDGET_S=900 \
@@ -58,5 +60,9 @@ step scale-bf16 120 $PY -m benchmarks.engine --device "$DEVICE" --sections scale
 step decode-probe 55 $PY -m benchmarks.decode_probe --device "$DEVICE" --out "$OUT" $PROBE
 step concurrent-bf16 70 $PY -m benchmarks.engine --device "$DEVICE" --sections concurrent \
     --quick --dtype bfloat16 --out "$OUT/concurrent-bf16" $EXTRA
+# last, in whatever the budget has left: what batch invariance costs in bfloat16
+step scale-bf16-invariant 90 $PY -m benchmarks.engine --device "$DEVICE" --sections scale \
+    --quick --dtype bfloat16 --batch-invariant --searches 1 8 64 --ops-model none \
+    --out "$OUT/scale-bf16-invariant" $EXTRA
 echo "== done $(date +%T)" | tee -a "$LOG"
 ls -R "$OUT" | tee -a "$LOG"
