@@ -6,10 +6,10 @@ their own cost a copy per node per layer when captured (a clone per row,
 layer, keys and values: 306k ``clone`` calls for 64 searches × 8 tokens on
 a GPU) and a concatenation per layer whenever a context was assembled. Here
 every token position of every node lives in one buffer, (capacity, layers, 2,
-heads, head_dim), so capturing the candidates of every finished expansion of
-a call is one indexed copy, and writing every joining row's context into the
-decoder's pool is one gather — work per call, not per row (the paged KV of
-vLLM, with blocks of one position).
+heads, head_dim) — (layers, 2, capacity, heads, head_dim) — so capturing the
+candidates of every finished expansion of a call is one indexed copy, and
+writing every joining row's context into the decoder's pool is one gather —
+work per call, not per row (the paged KV of vLLM, with blocks of one position).
 
 A node holds a :class:`Span` of a :class:`Block`: positions it owns, handed
 back to the store when the last node referring to them is collected.
@@ -32,8 +32,9 @@ MIN_CAPACITY = 1024
 class KVStore:
     """Token positions' keys and values for every node of every search on one model.
 
-    ``data`` is (capacity, layers, 2, heads, head_dim): position-major, so one
-    index reads or writes any set of positions for every layer at once.
+    ``data`` is (layers, 2, capacity, heads, head_dim): one ``index_select`` or
+    ``index_copy_`` along the positions reads or writes any set of them for
+    every layer at once, in chunks of heads × head_dim.
     Positions are handed out from a free list and come back when their
     :class:`Block` is collected (on whatever thread drops it: a deque is safe).
     """
@@ -46,7 +47,8 @@ class KVStore:
     @property
     def shape(self) -> tuple[int, ...]:
         """(layers, 2, heads, head_dim): one position's keys and values."""
-        return tuple(self._data.shape[1:])
+        layers, two, _, heads, head_dim = self._data.shape
+        return (layers, two, heads, head_dim)
 
     @property
     def _data(self) -> torch.Tensor:
@@ -56,7 +58,7 @@ class KVStore:
     @property
     def live(self) -> int:
         """Positions held by nodes."""
-        size = 0 if self.data is None else self.data.shape[0]
+        size = 0 if self.data is None else self.data.shape[2]
         return size - len(self._free) - len(self._returned)
 
     def allocate(self, count: int) -> Block:
@@ -78,28 +80,28 @@ class KVStore:
         return blocks
 
     def put(self, positions: Sequence[int], values: torch.Tensor) -> None:
-        """Write (len(positions), layers, 2, heads, head_dim) ``values`` at ``positions``."""
-        self._data[self.index(positions)] = values
+        """Write (layers, 2, len(positions), heads, head_dim) ``values`` at ``positions``."""
+        self._data.index_copy_(2, self.index(positions), values)
 
     def take(self, positions: Sequence[int]) -> torch.Tensor:
-        """(len(positions), layers, 2, heads, head_dim): a copy of those positions."""
-        return self._data[self.index(positions)]
+        """(layers, 2, len(positions), heads, head_dim): a copy of those positions."""
+        return self._data.index_select(2, self.index(positions))
 
     def store_cache(self, kv: KV) -> Block:
         """A block holding ``kv`` (per layer (1, heads, tokens, head_dim) keys and values)."""
         stacked = torch.stack([part[0] for layer in kv for part in layer])  # (L*2, H, T, D)
         layers, tokens = len(kv), stacked.shape[2]
         if self.data is None or self.shape != (layers, 2, stacked.shape[1], stacked.shape[3]):
-            self._reset(stacked.new_zeros(0, layers, 2, stacked.shape[1], stacked.shape[3]))
+            self._reset(stacked.new_zeros(layers, 2, 0, stacked.shape[1], stacked.shape[3]))
         block = self.allocate(tokens)
-        values = stacked.view(len(kv), 2, *stacked.shape[1:]).permute(3, 0, 1, 2, 4)
+        values = stacked.view(layers, 2, *stacked.shape[1:]).transpose(2, 3)  # (L, 2, T, H, D)
         self.put(block.positions, values)
         return block
 
     def read(self, positions: Sequence[int]) -> KV:
         """The positions as per-layer (1, heads, tokens, head_dim) keys and values (for tests
         and tools: the decoder never needs them in this shape)."""
-        values = self.take(positions).permute(1, 2, 3, 0, 4)  # (L, 2, H, T, D)
+        values = self.take(positions).transpose(2, 3)  # (L, 2, H, T, D)
         return tuple((layer[0][None], layer[1][None]) for layer in values)
 
     def release(self) -> None:
@@ -117,10 +119,10 @@ class KVStore:
         return torch.tensor(positions, dtype=torch.long, device=self._data.device)
 
     def _grow(self, needed: int) -> None:
-        old = self._data.shape[0]
+        layers, two, old, heads, head_dim = self._data.shape
         capacity = max(MIN_CAPACITY, 2 * old, old + needed)
-        bigger = self._data.new_zeros(capacity, *self.shape)
-        bigger[:old] = self._data
+        bigger = self._data.new_zeros(layers, two, capacity, heads, head_dim)
+        bigger[:, :, :old] = self._data
         self.data = bigger
         self._free = list(range(capacity - 1, old - 1, -1)) + self._free
 
