@@ -248,10 +248,6 @@ def backup(path: Sequence[Node], value: float, bounds: ValueRange) -> None:
     bounds.update(value)
 
 
-def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float(torch.nn.functional.cosine_similarity(a, b, dim=0))
-
-
 def similarity_update(path: Sequence[Node], value: float, threshold: float, weight: float) -> int:
     """Share a visit with siblings whose embedding is close to a path node's.
 
@@ -263,14 +259,21 @@ def similarity_update(path: Sequence[Node], value: float, threshold: float, weig
     for node in path:
         if node.parent is None or node.embedding is None:
             continue
-        for sibling in node.parent.children:
-            if sibling is node or sibling.embedding is None:
-                continue
-            sim = cosine(node.embedding, sibling.embedding)
+        siblings = [s for s in node.parent.children if s is not node and s.embedding is not None]
+        for sibling, sim in zip(siblings, cosines(node.embedding, siblings), strict=True):
             if sim >= threshold:
                 sibling.add_value(value, weight * sim)
                 updated += 1
     return updated
+
+
+def cosines(embedding: torch.Tensor, nodes: Sequence[Node]) -> list[float]:
+    """cos(embedding, node.embedding) for every node, in one call (the search runs this
+    after every leaf: a call per sibling was most of its tensor operations)."""
+    if not nodes:
+        return []
+    others = torch.stack([node.embedding for node in nodes])  # type: ignore[misc]
+    return torch.nn.functional.cosine_similarity(embedding[None], others, dim=-1).tolist()
 
 
 def children_alike(node: Node, set_length: int, threshold: float) -> bool:
