@@ -111,8 +111,7 @@ class Engine:
     def run_once(self) -> None:
         """Admit what fits, settle what needs no model call, then one shared decoding call."""
         self._admit()
-        for task in self.tasks:
-            self._guard(task, self._start, task)
+        self._start([task for task in self.tasks if not task.started and not task.done])
         self._settle()
         for task in self.tasks:
             self._guard(task, self._prefetch, task)
@@ -153,15 +152,38 @@ class Engine:
 
     # -- one search's work ---------------------------------------------------------
 
-    def _start(self, task: Task) -> None:
-        if task.started:
-            return
-        task.started = True
-        search = task.search
+    def _start(self, tasks: list[Task]) -> None:
+        """Encode the prompts of the searches admitted since the last turn.
+
+        In one call for all of them when the backend can (each search is charged
+        one call and its own prompt's tokens); one by one when searches must run
+        exactly as alone (``batch_invariant``), or when the shared call fails (so
+        the error reaches only the search whose prompt caused it).
+        """
+        start_many = getattr(self.backend, "start_many", None)
+        if len(tasks) > 1 and start_many is not None and not self.batch_invariant:
+            try:
+                for chunk in prefill_chunks(tasks):
+                    states = start_many([task.prompt_ids for task in chunk])
+                    for task, state in zip(chunk, states, strict=True):
+                        task.search.cost.count_forward(1, len(task.prompt_ids))
+                        self._guard(task, self._begin, task, state)
+                return
+            except Exception:  # noqa: BLE001 - retried one by one below, where it is reported
+                pass
+        for task in tasks:
+            if not task.started:
+                self._guard(task, self._start_one, task)
+
+    def _start_one(self, task: Task) -> None:
         before = self.backend.counters.copy()
         state = self.backend.start(task.prompt_ids)
-        search.cost.add(self.backend.counters - before)
-        search.begin(state, task.prompt_ids)
+        task.search.cost.add(self.backend.counters - before)
+        self._begin(task, state)
+
+    def _begin(self, task: Task, state: object) -> None:
+        task.started = True
+        task.search.begin(state, task.prompt_ids)
 
     def _settle(self) -> None:
         """Start iterations and answer judge, embed (and unbatched expand) work until
@@ -316,6 +338,23 @@ class Engine:
             if not task.done:
                 self._end(task, error)
         self.decoder = make_decoder(self.backend, self.batch_invariant)
+
+
+PREFILL_TOKENS = 16384
+"""Padded prompt tokens one shared prefill call may hold (its attention is rows × width²)."""
+
+
+def prefill_chunks(tasks: list[Task]) -> Iterator[list[Task]]:
+    """The tasks in groups whose padded prompts stay under ``PREFILL_TOKENS``."""
+    chunk: list[Task] = []
+    for task in tasks:
+        width = max(len(t.prompt_ids) for t in [*chunk, task])
+        if chunk and width * (len(chunk) + 1) > PREFILL_TOKENS:
+            yield chunk
+            chunk = []
+        chunk.append(task)
+    if chunk:
+        yield chunk
 
 
 def split(waiting: list[Waiting], replies: Any) -> list[tuple[Waiting, Reply]]:

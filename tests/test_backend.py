@@ -11,7 +11,7 @@ from rain_search.backends.hf import HFBackend
 from rain_search.backends.judge import HFJudge, label_token_id
 from rain_search.backends.kv import roomy_cache
 from rain_search.backends.proposals import sampling
-from rain_search.backends.store import context_length
+from rain_search.backends.store import context_length, context_positions
 from rain_search.errors import TemplateError
 from rain_search.evaluators import ModelEvaluator
 from rain_search.stats import Counters
@@ -273,3 +273,21 @@ def test_top_k_sampling_on_its_support_draws_what_the_whole_vocabulary_draws() -
     assert dist.invert(uniform).tolist() == want.tolist()
     assert dist.most_likely().tolist() == dense.argmax(-1).tolist()
     torch.testing.assert_close(dist.log_prob(want), dense.gather(-1, want[:, None])[:, 0])
+
+
+def test_prompts_encoded_in_one_call_hold_what_each_holds_alone(tiny_llama, backend) -> None:
+    _, tokenizer = tiny_llama
+    prompts = [tokenizer.encode(text) for text in ("Hello there, friend", "A", "Why not?")]
+    before = backend.counters.forward_calls
+    together = backend.start_many(prompts)
+    assert backend.counters.forward_calls == before + 1
+    store = backend.store
+    for ids, state in zip(prompts, together, strict=True):
+        alone = backend.start(ids)
+        assert context_length(state.kv) == len(ids)
+        torch.testing.assert_close(state.next_log_probs, alone.next_log_probs, atol=ATOL, rtol=0)
+        ours = store.read(context_positions(state.kv))
+        theirs = store.read(context_positions(alone.kv))
+        for (k1, v1), (k2, v2) in zip(ours, theirs, strict=True):
+            torch.testing.assert_close(k1, k2, atol=ATOL, rtol=0)
+            torch.testing.assert_close(v1, v2, atol=ATOL, rtol=0)

@@ -125,6 +125,30 @@ class HFBackend(CausalLMBackend[NodeState]):
         block = self.store.store_cache(cache_rows(cache, 0, 0, ids.shape[1]))
         return NodeState((Span(block, ids.shape[1]),), log_probs[0])
 
+    def start_many(self, prompts: Sequence[Sequence[int]]) -> list[NodeState]:
+        """Encode several prompts in one forward call (left-padded, masked).
+
+        Each prompt's state holds what :meth:`start` gives it, up to the last
+        bits: a padded batch runs other kernels than one prompt alone (a search
+        that must be bit for bit its solo self is started alone:
+        ``batch_invariant``).
+        """
+        width = max(len(ids) for ids in prompts)
+        rows = [[0] * (width - len(ids)) + list(ids) for ids in prompts]
+        mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in prompts])
+        cache = DynamicCache()
+        log_probs = self.forward(
+            torch.tensor(rows, device=self.device),
+            cache,
+            attention_mask=mask.to(self.device),
+            position_ids=(mask.cumsum(-1) - 1).clamp(min=0).to(self.device),
+        )
+        blocks = self.store.store_rows(cache, [range(width - len(ids), width) for ids in prompts])
+        return [
+            NodeState((Span(block, len(ids)),), after.clone())
+            for ids, block, after in zip(prompts, blocks, log_probs.unbind(), strict=True)
+        ]
+
     def advance(self, root: NodeState, child: NodeState) -> NodeState:
         return NodeState(concat_kv([root, child]), child.next_log_probs)
 

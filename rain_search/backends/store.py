@@ -22,8 +22,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
+from transformers import DynamicCache
 
-from rain_search.backends.kv import KV
+from rain_search.backends.kv import KV, layer_tensors
 
 MIN_CAPACITY = 1024
 """Positions of a new store; it doubles when full."""
@@ -91,12 +92,26 @@ class KVStore:
         """A block holding ``kv`` (per layer (1, heads, tokens, head_dim) keys and values)."""
         stacked = torch.stack([part[0] for layer in kv for part in layer])  # (L*2, H, T, D)
         layers, tokens = len(kv), stacked.shape[2]
-        if self.data is None or self.shape != (layers, 2, stacked.shape[1], stacked.shape[3]):
-            self._reset(stacked.new_zeros(layers, 2, 0, stacked.shape[1], stacked.shape[3]))
+        self._fit(layers, stacked.shape[1], stacked.shape[3], stacked)
         block = self.allocate(tokens)
         values = stacked.view(layers, 2, *stacked.shape[1:]).transpose(2, 3)  # (L, 2, T, H, D)
         self.put(block.positions, values)
         return block
+
+    def store_rows(self, cache: DynamicCache, spans: Sequence[range]) -> list[Block]:
+        """A block per row of a batched ``cache``, holding its columns ``spans[row]``: one
+        stack and one indexed copy for every row."""
+        layers = [layer_tensors(layer) for layer in cache.layers]
+        stacked = torch.stack([part for layer in layers for part in layer])  # (L*2, B, H, T, D)
+        parts, batch, heads, width, head_dim = stacked.shape
+        self._fit(len(layers), heads, head_dim, stacked)
+        flat = stacked.view(len(layers), 2, batch, heads, width, head_dim).transpose(3, 4)
+        flat = flat.reshape(len(layers), 2, batch * width, heads, head_dim)
+        cells = [row * width + column for row, span in enumerate(spans) for column in span]
+        blocks = self.allocate_many([len(span) for span in spans])
+        positions = [p for block in blocks for p in block.positions]
+        self.put(positions, flat.index_select(2, self.index(cells)))
+        return blocks
 
     def read(self, positions: Sequence[int]) -> KV:
         """The positions as per-layer (1, heads, tokens, head_dim) keys and values (for tests
@@ -108,6 +123,11 @@ class KVStore:
         """Drop the buffer once no node holds a position (the engine is idle)."""
         if self.live == 0:
             self.data, self._free, self._returned = None, [], deque()
+
+    def _fit(self, layers: int, heads: int, head_dim: int, like: torch.Tensor) -> None:
+        """Shape the buffer for this model's caches (on the first one stored)."""
+        if self.data is None or self.shape != (layers, 2, heads, head_dim):
+            self._reset(like.new_zeros(layers, 2, 0, heads, head_dim))
 
     def _reset(self, empty: torch.Tensor) -> None:
         """A new, empty buffer (the first cache, or a model whose cache changed shape)."""
