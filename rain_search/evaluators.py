@@ -36,6 +36,19 @@ class Evaluator(Protocol):
         ...
 
 
+@runtime_checkable
+class PairEvaluator(Evaluator, Protocol):
+    """An evaluator that scores (prompt, response) pairs of many prompts in one call.
+
+    The engine gives such a judge one call for the work at hand of all the
+    searches it serves; a plain :class:`Evaluator` gets one call per prompt.
+    """
+
+    def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
+        """A score in [-1, 1] per (prompt, response) pair, in order."""
+        ...
+
+
 def check_score(value: object, source: str) -> float:
     """``value`` as a float in [-1, 1], or an :class:`EvaluatorError` saying what was wrong."""
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -71,25 +84,46 @@ class CachedEvaluator:
         self._lock = threading.Lock()
 
     def score(self, prompt: str, responses: Sequence[str]) -> list[float]:
+        return self.score_pairs([(prompt, response) for response in responses])
+
+    def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
+        """A score per (prompt, response) pair, whatever the prompts.
+
+        The engine asks once for the work at hand of every search this judge
+        serves, so one model call can judge many searches' leaves.
+        """
         with self._lock:
-            missing = list(dict.fromkeys(r for r in responses if (prompt, r) not in self._cache))
-            self.counters.evaluator_calls += len(responses)
-            self.counters.cache_hits += len(responses) - len(missing)
-            if missing:
-                scores = self.score_uncached(prompt, missing)
-                if len(scores) != len(missing):
-                    raise EvaluatorError(
-                        f"{self.name} returned {len(scores)} scores for {len(missing)} responses"
-                    )
-                fresh = {
-                    response: check_score(value, self.name)
-                    for response, value in zip(missing, scores, strict=True)
-                }
-                for response, value in fresh.items():
-                    self._cache[(prompt, response)] = value
-            else:
-                fresh = {}
-            return [fresh[r] if r in fresh else self._cache[(prompt, r)] for r in responses]
+            missing = list(dict.fromkeys(pair for pair in pairs if pair not in self._cache))
+            self.counters.evaluator_calls += len(pairs)
+            self.counters.cache_hits += len(pairs) - len(missing)
+            fresh = self._score_missing(missing) if missing else {}
+            for pair, value in fresh.items():
+                self._cache[pair] = value
+            return [fresh[pair] if pair in fresh else self._cache[pair] for pair in pairs]
+
+    def _score_missing(self, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], float]:
+        scores = self._checked(self.score_pairs_uncached(pairs), len(pairs))
+        return {
+            pair: check_score(value, self.name) for pair, value in zip(pairs, scores, strict=True)
+        }
+
+    def _checked(self, scores: list[float], expected: int) -> list[float]:
+        if len(scores) != expected:
+            raise EvaluatorError(
+                f"{self.name} returned {len(scores)} scores for {expected} responses"
+            )
+        return scores
+
+    def score_pairs_uncached(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
+        """Scores of pairs not cached: by default one :meth:`score_uncached` call per prompt."""
+        by_prompt: dict[str, list[str]] = {}
+        for prompt, response in pairs:
+            by_prompt.setdefault(prompt, []).append(response)
+        scores: dict[tuple[str, str], float] = {}
+        for prompt, responses in by_prompt.items():
+            values = self._checked(self.score_uncached(prompt, responses), len(responses))
+            scores.update(zip([(prompt, r) for r in responses], values, strict=True))
+        return [scores[pair] for pair in pairs]
 
     def clear_cache(self) -> None:
         """Forget every score, e.g. so that a timed run starts cold."""
@@ -193,13 +227,14 @@ class TemplateEvaluator(CachedEvaluator):
         if self._judge is not None:
             self._judge.fixed_cache()
 
-    def score_uncached(self, prompt: str, responses: Sequence[str]) -> list[float]:
+    def score_pairs_uncached(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
+        """All pairs to the judge at once: it fills its forward calls across prompts."""
         if self._judge is None:
             raise EvaluatorError(
                 f"{self.name} is not bound to a model; pass it to RainGenerator, "
                 "or use ModelEvaluator(model, tokenizer, template) on its own"
             )
-        return self._judge.score(prompt, responses)
+        return self._judge.score_pairs(pairs)
 
 
 class ModelEvaluator(TemplateEvaluator):

@@ -111,18 +111,27 @@ class HFJudge:
         return self._fixed
 
     def score(self, prompt: str, responses: Sequence[str]) -> list[float]:
-        """One score per response: +1 surely good, -1 surely bad.
+        """One score per response: +1 surely good, -1 surely bad."""
+        return self.score_pairs([(prompt, response) for response in responses])
 
-        The responses are judged together, up to ``max_rows`` judge rows (one
-        per response and option order) in one forward call: a round of parallel
-        leaves costs one sequential call, not one per leaf.
+    def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
+        """One score per (prompt, response) pair, in order, whatever the prompts.
+
+        The pairs are judged together, up to ``max_rows`` judge rows (one per
+        response and option order) in one forward call: a round of parallel
+        leaves, of every search this judge serves, costs one sequential call,
+        not one per leaf or per search. Pairs of one prompt go into the same
+        calls where they can, so a call's rows share its prompt's tokens.
         """
         per_call = max(1, self.max_rows // len(self.orders))
-        return [
-            score
-            for start in range(0, len(responses), per_call)
-            for score in self._score_batch(prompt, responses[start : start + per_call])
-        ]
+        first = {prompt: i for i, (prompt, _) in reversed(list(enumerate(pairs)))}
+        order = sorted(range(len(pairs)), key=lambda i: first[pairs[i][0]])
+        scores = [0.0] * len(pairs)
+        for start in range(0, len(order), per_call):
+            chunk = order[start : start + per_call]
+            for i, score in zip(chunk, self._score_batch([pairs[i] for i in chunk]), strict=True):
+                scores[i] = score
+        return scores
 
     def judgment_ids(self, prompt: str, response: str) -> list[list[int]]:
         """The whole judge prompt's token ids, one row per option order asked."""
@@ -138,14 +147,14 @@ class HFJudge:
         return rows
 
     @torch.inference_mode()
-    def _score_batch(self, prompt: str, responses: Sequence[str]) -> list[float]:
-        """Every option order of every response as one batch over their cached common prefix.
+    def _score_batch(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
+        """Every option order of every pair as one batch over their cached common prefix.
 
         Rows are right-padded: with causal attention a real token never sees
         the padding after it, so no mask is needed; each row's answer is read
         at its own last real position.
         """
-        rows = [row for response in responses for row in self.judgment_ids(prompt, response)]
+        rows = [row for prompt, response in pairs for row in self.judgment_ids(prompt, response)]
         kv, reused = self._cached_prefix(rows)
         deltas = [row[reused:] for row in rows]
         width = max(len(delta) for delta in deltas)

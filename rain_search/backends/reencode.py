@@ -130,8 +130,8 @@ class ReencodeBackend(CausalLMBackend[TextState]):
 class ReencodeJudge(HFJudge):
     """:class:`HFJudge` that encodes the whole judge prompt for every order of every response."""
 
-    def _score_batch(self, prompt: str, responses: Sequence[str]) -> list[float]:
-        return [self._score_one(prompt, response) for response in responses]
+    def _score_batch(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
+        return [self._score_one(prompt, response) for prompt, response in pairs]
 
     @torch.inference_mode()
     def _score_one(self, prompt: str, response: str) -> float:
