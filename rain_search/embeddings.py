@@ -57,6 +57,11 @@ class CachingEmbedder:
                     fresh[text] = self._cache[text] = vector.clone()  # not a view of the batch
             return torch.stack([fresh[t] if t in fresh else self._cache[t] for t in texts])
 
+    def uncached(self, texts: Sequence[str]) -> int:
+        """How many of ``texts`` are not cached (so the engine charges their model work)."""
+        with self._lock:
+            return sum(text not in self._cache for text in texts)
+
     def clear_cache(self) -> None:
         """Forget every embedding, e.g. so that a timed run starts cold."""
         with self._lock:

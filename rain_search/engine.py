@@ -8,8 +8,9 @@ running iteration of every search share the slot decoder's calls: each
 call advances all live rows by one token, and a row whose set or rollout is
 done leaves at once, its leaf judged, embedded and backed up, and its search's
 next leaf joins the next call (fixed slots refilled as work finishes, as in
-vLLM's scheduler). Judging and embedding are answered per search, one call for
-all its texts at hand. A search may also ask for expansions ahead of its
+vLLM's scheduler). Judging and embedding are answered for all searches at
+once: one call per judge and one per embedder for all the texts at hand, cut
+back into each search's share. A search may also ask for expansions ahead of its
 iterations (``speculative_leaves``); the engine decodes them in the same
 calls and gives one to the iteration that asks for the same key, which is how
 one leaf at a time gets parallel work without deciding differently.
@@ -20,12 +21,15 @@ live ones, so a long batch of prompts never balloons one call.
 
 Each search's work is the same whatever runs beside it: it starts its
 iterations as soon as it has room (``parallel_leaves``) and draws from random
-streams keyed by where it draws. Its rows' numbers can still differ in the last
-bits with the calls' shapes (how many rows, how much padding: kernels pick
-their reduction order by shape), which in half precision moves a sampled token
-now and then; ``batch_invariant=True`` gives every search calls of its own
-(:class:`~rain_search.backends.decoders.IsolatedDecoder`), so its answer is its
-solo answer bit for bit, at the price of the shared calls.
+streams keyed by where it draws; its judge and embedder answers are cached by
+text, so a score or vector is the same whichever search's call made it. Its
+rows' numbers can still differ in the last bits with the calls' shapes (how
+many rows, how much padding: kernels pick their reduction order by shape),
+which in half precision moves a sampled token now and then;
+``batch_invariant=True`` gives every search calls of its own
+(:class:`~rain_search.backends.decoders.IsolatedDecoder`, and judge and
+embedder calls of its own texts), so its answer is its solo answer bit for
+bit, at the price of the shared calls.
 
 :class:`Scheduler` lets any number of callers, on any threads, hand an engine
 searches and read their steps; the readers take turns driving it.
@@ -38,16 +42,16 @@ import queue
 import threading
 import weakref
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from rain_search.admission import Budget, Footprint
 from rain_search.backends.base import Backend
 from rain_search.backends.decoders import Pending, make_decoder
 from rain_search.errors import Cancelled
 from rain_search.result import StepStats
-from rain_search.stats import Counters
+from rain_search.stats import Counters, share_out
 from rain_search.work import Embed, Expand, ExpandKey, Iteration, Judge, Policy, Reply, Work
 
 
@@ -187,24 +191,32 @@ class Engine:
 
     def _settle(self) -> None:
         """Start iterations and answer judge, embed (and unbatched expand) work until
-        every live iteration waits on the decoder."""
+        every live iteration waits on the decoder.
+
+        Each pass runs every search's part in the order a search alone runs
+        it: start iterations, answer judging and embedding, hand out
+        expansions, drop or commit. Only the middle is shared: the judge and
+        embed work of all searches is answered together (:meth:`_answer`).
+        """
         progress = True
         while progress:
-            progress = False
-            for task in self.tasks:
-                if not task.done:
-                    progress |= bool(self._guard(task, self._settle_task, task))
+            tasks = [task for task in self.tasks if not task.done]
+            started = [bool(self._guard(task, self._start_iterations, task)) for task in tasks]
+            progress = any(started) | self._answer(tasks)
+            for task in tasks:
+                progress |= bool(self._guard(task, self._settle_task, task))
 
-    def _settle_task(self, task: Task) -> bool:
+    def _start_iterations(self, task: Task) -> bool:
         search, progressed = task.search, False
         while (iteration := search.next_iteration()) is not None:
             if not self._send(task, iteration, None):
                 break  # nothing free to visit until running work comes back
             progressed = True
-        ready = [w for w in task.waiting if w.job is None and not isinstance(w.work, Expand)]
-        if ready:
-            progressed = True
-            self._answer(task, ready)
+        return progressed
+
+    def _settle_task(self, task: Task) -> bool:
+        """Hand out the search's expansions, then drop or commit what its step allows."""
+        search, progressed = task.search, False
         expands = [w for w in task.waiting if w.job is None and isinstance(w.work, Expand)]
         for waiting in expands:
             progressed = True
@@ -265,24 +277,80 @@ class Engine:
         task.waiting.append(Waiting(iteration, work))
         return True
 
-    def _answer(self, task: Task, ready: list[Waiting]) -> None:
-        """All of the task's judge texts in one evaluator call, embed texts in one embedder call."""
-        for waiting in ready:
+    def _answer(self, tasks: list[Task]) -> bool:
+        """Answer every search's ready judge and embed work: one call per judge, per embedder.
+
+        Work goes to groups by the object that answers it (one judge or
+        embedder, however many searches share it; a judge without
+        ``score_pairs`` also by prompt; each search apart if ``batch_invariant``),
+        in search order, then each search's iterations are resumed in the order
+        it alone would resume them: its judged texts first, then its embedded
+        ones. Returns whether there was any.
+        """
+        ready = {task: self._ready(task) for task in tasks}
+        groups: dict[Hashable, tuple[Any, dict[Task, list[Waiting]]]] = {}
+        for task, waits in ready.items():
+            for waiting in waits:
+                owner, key = answerer(task.search, waiting.work)
+                key = (key, id(task)) if self.batch_invariant else key
+                groups.setdefault(key, (owner, {}))[1].setdefault(task, []).append(waiting)
+        replies: dict[Waiting, Reply] = {}
+        for owner, shares in groups.values():
+            live = {task: waits for task, waits in shares.items() if not task.done}
+            if live:  # a search a failed group ended asks no more
+                self._answer_group(owner, live, replies)
+        for task, waits in ready.items():
+            self._guard(task, self._resume, task, [(w, replies[w]) for w in waits if w in replies])
+        return bool(groups)
+
+    @staticmethod
+    def _ready(task: Task) -> list[Waiting]:
+        """The task's judge work, then its embed work, each in the order it was asked."""
+        ready = [w for w in task.waiting if w.job is None and not isinstance(w.work, Expand)]
+        return [w for w in ready if isinstance(w.work, Judge)] + [
+            w for w in ready if isinstance(w.work, Embed)
+        ]
+
+    def _answer_group(
+        self, owner: Any, shares: dict[Task, list[Waiting]], replies: dict[Waiting, Reply]
+    ) -> None:
+        """One call for the group; if it fails, one call per search, so that an error
+        ends exactly the searches whose own texts fail it, as it would alone."""
+        try:
+            replies.update(self._shared(owner, shares))
+        except Exception as error:
+            if len(shares) == 1:
+                self._end(next(iter(shares)), error)
+                return
+            for task, waits in shares.items():
+                answers = self._guard(task, self._shared, owner, {task: waits})
+                replies.update(answers or {})
+
+    def _shared(self, owner: Any, shares: dict[Task, list[Waiting]]) -> dict[Waiting, Reply]:
+        """Call ``owner`` once for every text of ``shares``; charge each search its share.
+
+        What the call adds to ``owner``'s counters is split as
+        :func:`~rain_search.stats.share_out` says: a search pays for the model
+        work its own uncached texts needed, as it would alone. A plain
+        embedder or evaluator counts nothing.
+        """
+        waits = [w for ws in shares.values() for w in ws]
+        counters = getattr(owner, "counters", None)
+        if not isinstance(counters, Counters):
+            return dict(split(waits, ask(owner, [w.work for w in waits])))
+        keys = [[key for w in ws for key in keys_of(w.work)] for ws in shares.values()]
+        uncached = getattr(owner, "uncached", None)
+        fresh = [uncached(k) if uncached else len(k) for k in keys]
+        before = counters.copy()
+        reply = ask(owner, [w.work for w in waits])
+        parts = share_out(counters - before, [len(k) for k in keys], fresh)
+        for task, part in zip(shares, parts, strict=True):
+            task.search.cost.add(part)
+        return dict(split(waits, reply))
+
+    def _resume(self, task: Task, answers: list[tuple[Waiting, Reply]]) -> None:
+        for waiting, reply in answers:
             task.waiting.remove(waiting)
-        judges = [w for w in ready if isinstance(w.work, Judge)]
-        embeds = [w for w in ready if isinstance(w.work, Embed)]
-        replies: list[tuple[Waiting, Reply]] = []
-        search = task.search
-        if judges:
-            texts = [text for w in judges for text in w.work.texts]  # type: ignore[union-attr]
-            judge = search.evaluator
-            values = self._counted(task, judge, judge.score, search.prompt, texts)
-            replies += split(judges, values)
-        if embeds:
-            texts = [text for w in embeds for text in w.work.texts]  # type: ignore[union-attr]
-            vectors = self._counted(task, search.embedder, search.embedder.embed, texts)
-            replies += split(embeds, vectors)
-        for waiting, reply in replies:
             self._send(task, waiting.iteration, reply)
 
     def _expand(self, task: Task, waiting: Waiting) -> None:
@@ -295,16 +363,6 @@ class Engine:
         if job.result is not None:  # done at once (a backend without slots, or a prefetch)
             task.waiting.remove(waiting)
             self._send(task, waiting.iteration, job.result)
-
-    def _counted(self, task: Task, owner: object, call: Any, *args: Any) -> Any:
-        """Run ``call`` and charge what ``owner``'s counters rose by to this task's search."""
-        counters = getattr(owner, "counters", None)
-        if not isinstance(counters, Counters):  # a plain embedder or evaluator counts nothing
-            return call(*args)
-        before = counters.copy()
-        result = call(*args)
-        task.search.cost.add(counters - before)
-        return result
 
     # -- failures --------------------------------------------------------------------
 
@@ -361,10 +419,55 @@ def split(waiting: list[Waiting], replies: Any) -> list[tuple[Waiting, Reply]]:
     """Cut one batched reply back into each work's share, in order."""
     out, offset = [], 0
     for item in waiting:
-        count = len(item.work.texts)  # type: ignore[union-attr]
+        count = len(texts_of(item.work))
         out.append((item, replies[offset : offset + count]))
         offset += count
     return out
+
+
+def texts_of(work: Work) -> list[str]:
+    assert isinstance(work, Judge | Embed)
+    return work.texts
+
+
+def keys_of(work: Work) -> list[Hashable]:
+    """What the answering judge or embedder caches ``work``'s texts by."""
+    if isinstance(work, Judge):
+        return [(work.prompt, text) for text in work.texts]
+    return list(texts_of(work))
+
+
+def answerer(search: Policy, work: Work) -> tuple[Any, Hashable]:
+    """Who answers ``work`` for ``search``, and the key of the group it joins.
+
+    Judge work of one judge shares a call whatever its prompt when the judge
+    scores pairs (:class:`~rain_search.evaluators.PairEvaluator`), else only
+    with work of the same prompt; embed work shares its embedder's call.
+    """
+    if isinstance(work, Embed):
+        return search.embedder, ("embed", id(search.embedder))
+    assert isinstance(work, Judge)
+    judge = search.evaluator
+    if scores_pairs(judge):
+        return judge, ("judge", id(judge))
+    return judge, ("judge", id(judge), work.prompt)
+
+
+def ask(owner: Any, works: list[Work]) -> Any:
+    """One call of ``owner`` for every text of ``works``, one reply per text, in order."""
+    texts = [text for work in works for text in texts_of(work)]
+    if isinstance(works[0], Embed):
+        return owner.embed(texts)
+    if scores_pairs(owner):
+        judged = cast(list[Judge], works)
+        return owner.score_pairs([(work.prompt, text) for work in judged for text in work.texts])
+    return owner.score(cast(Judge, works[0]).prompt, texts)
+
+
+def scores_pairs(judge: object) -> bool:
+    """Whether ``judge`` is a :class:`~rain_search.evaluators.PairEvaluator`, checked by
+    its method: a runtime protocol check per work item cost a few percent of a turn."""
+    return callable(getattr(judge, "score_pairs", None))
 
 
 class Scheduler:

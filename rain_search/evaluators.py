@@ -125,6 +125,12 @@ class CachedEvaluator:
             scores.update(zip([(prompt, r) for r in responses], values, strict=True))
         return [scores[pair] for pair in pairs]
 
+    def uncached(self, pairs: Sequence[tuple[str, str]]) -> int:
+        """How many (prompt, response) pairs are not cached (so the engine charges their
+        model work)."""
+        with self._lock:
+            return sum(pair not in self._cache for pair in pairs)
+
     def clear_cache(self) -> None:
         """Forget every score, e.g. so that a timed run starts cold."""
         with self._lock:
