@@ -53,8 +53,9 @@ class KVPool:
     ) -> None:
         """Each context (store positions) into its slot, its last position at column
         ``end - 1``: one gather and one copy for every row."""
+        columns = self.columns
         cells = [
-            slot * self.columns + column
+            slot * columns + column
             for slot, context in zip(slots, contexts, strict=True)
             for column in range(end - len(context), end)
         ]
@@ -68,8 +69,9 @@ class KVPool:
         """The last ``length`` positions before ``end`` of each slot, copied to new store
         blocks in one indexed copy; a block per slot."""
         blocks = store.allocate_many(lengths)
+        columns = self.columns
         cells = [
-            slot * self.columns + column
+            slot * columns + column
             for slot, length in zip(slots, lengths, strict=True)
             for column in range(end - length, end)
         ]
