@@ -52,9 +52,11 @@ class CachingEmbedder:
             missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
             fresh: dict[str, torch.Tensor] = {}
             if missing:
-                vectors = self.embed_uncached(missing).float().cpu()
+                # rows of one small host copy (a batch of texts × dim floats is kept while
+                # any of its rows is cached: cheaper than a copy per row)
+                vectors = self.embed_uncached(missing).float().cpu().unbind()
                 for text, vector in zip(missing, vectors, strict=True):
-                    fresh[text] = self._cache[text] = vector.clone()  # not a view of the batch
+                    fresh[text] = self._cache[text] = vector
             return torch.stack([fresh[t] if t in fresh else self._cache[t] for t in texts])
 
     def uncached(self, texts: Sequence[str]) -> int:

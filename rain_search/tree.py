@@ -78,9 +78,9 @@ class Node:
         """Running mean of the embeddings of this node's visits."""
         self.embedding_visits += 1
         if self.embedding is None:
-            self.embedding = embedding.clone()
+            self.embedding = embedding  # never changed in place: no copy needed
         else:
-            self.embedding += (embedding - self.embedding) / self.embedding_visits
+            self.embedding = self.embedding + (embedding - self.embedding) / self.embedding_visits
 
     def walk(self) -> Iterator[Node]:
         """This node and every descendant, depth first."""
@@ -255,25 +255,29 @@ def similarity_update(path: Sequence[Node], value: float, threshold: float, weig
     fractional visit γ·sim carrying ``value``: text the model would say the
     same way deserves the same verdict. Returns how many siblings were updated.
     """
+    pairs = [
+        (node, sibling)
+        for node in path
+        if node.parent is not None and node.embedding is not None
+        for sibling in node.parent.children
+        if sibling is not node and sibling.embedding is not None
+    ]
     updated = 0
-    for node in path:
-        if node.parent is None or node.embedding is None:
-            continue
-        siblings = [s for s in node.parent.children if s is not node and s.embedding is not None]
-        for sibling, sim in zip(siblings, cosines(node.embedding, siblings), strict=True):
-            if sim >= threshold:
-                sibling.add_value(value, weight * sim)
-                updated += 1
+    for (_, sibling), sim in zip(pairs, cosines(pairs), strict=True):
+        if sim >= threshold:
+            sibling.add_value(value, weight * sim)
+            updated += 1
     return updated
 
 
-def cosines(embedding: torch.Tensor, nodes: Sequence[Node]) -> list[float]:
-    """cos(embedding, node.embedding) for every node, in one call (the search runs this
-    after every leaf: a call per sibling was most of its tensor operations)."""
-    if not nodes:
+def cosines(pairs: Sequence[tuple[Node, Node]]) -> list[float]:
+    """cos(a.embedding, b.embedding) for every pair, in one call (the search runs this
+    after every leaf: a call per pair was most of its tensor operations)."""
+    if not pairs:
         return []
-    others = torch.stack([node.embedding for node in nodes])  # type: ignore[misc]
-    return torch.nn.functional.cosine_similarity(embedding[None], others, dim=-1).tolist()
+    left = torch.stack([a.embedding for a, _ in pairs])  # type: ignore[misc]
+    right = torch.stack([b.embedding for _, b in pairs])  # type: ignore[misc]
+    return torch.nn.functional.cosine_similarity(left, right, dim=-1).tolist()
 
 
 def children_alike(node: Node, set_length: int, threshold: float) -> bool:
