@@ -65,7 +65,7 @@ class TimeSplit:
 
     PARTS = (
         ("forward", "backend", "forward"),
-        ("judge", "evaluator", "score"),
+        ("judge", "evaluator", "score_pairs"),  # what the engine calls (``score`` if absent)
         ("embed", "embedder", "embed"),
     )
 
@@ -104,6 +104,8 @@ class TimeSplit:
         try:
             for name, part, method in self.PARTS:
                 owner = getattr(self.generator, part)
+                if not hasattr(owner, method):
+                    method = "score"
                 setattr(owner, method, self._wrap(name, getattr(owner, method)))
                 wrapped.append((owner, method))
             yield self
