@@ -14,7 +14,6 @@ from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
 import torch
-from torch.nn.attention import SDPBackend, sdpa_kernel
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from rain_search.backends.base import ExpandRequest, Expansion
@@ -25,11 +24,6 @@ from rain_search.backends.store import KVStore, NodeState, Span, concat_kv
 from rain_search.stats import Counters
 
 StateT = TypeVar("StateT")
-
-ATTENTION_KERNELS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
-"""What ``sdpa`` may run in the backend's calls: not cuDNN's attention, which torch picked
-for bfloat16 on an H200 and which made plain decoding 2.5x slower there (68.9 ms a
-token against 27.3 with eager attention; float32, where it was not picked, 26.8)."""
 """A backend's per-node state."""
 
 
@@ -67,15 +61,14 @@ class CausalLMBackend(Generic[StateT]):
         would count the padding as text.
         """
         self.counters.count_forward(*input_ids.shape)
-        with sdpa_kernel(ATTENTION_KERNELS):
-            out = self.model(
-                input_ids=input_ids,
-                past_key_values=cache,
-                attention_mask=attention_mask,
-                position_ids=position_ids,
-                use_cache=True,
-                logits_to_keep=1,
-            )
+        out = self.model(
+            input_ids=input_ids,
+            past_key_values=cache,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            use_cache=True,
+            logits_to_keep=1,
+        )
         # with a device_map the logits come from the last layer's device: bring them home
         return out.logits[:, -1].float().log_softmax(-1).to(self.device)
 
