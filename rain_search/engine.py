@@ -121,7 +121,7 @@ class Engine:
             self._guard(task, self._prefetch, task)
         if self.decoder.live:
             try:
-                finished = self.decoder.step()
+                finished = self.decoder.call()
             except Exception as error:  # a failed call fails every search in it
                 self._fail_all(error)
                 return

@@ -170,8 +170,8 @@ def test_the_slot_decoder_proposes_what_expand_proposes(tiny_llama) -> None:
     ]
     decoder, counters = SlotDecoder(backend), Counters()
     jobs = [decoder.add([roots[0]], requests[0], torch.Generator().manual_seed(0), counters)]
-    decoder.step()
-    decoder.step()
+    decoder.call()
+    decoder.call()
     for seed in (1, 2):
         jobs.append(
             decoder.add(
@@ -180,7 +180,7 @@ def test_the_slot_decoder_proposes_what_expand_proposes(tiny_llama) -> None:
         )
     calls = 2
     while decoder.live:
-        decoder.step()
+        decoder.call()
         calls += 1
     assert counters.forward_calls == calls < sum(1 + r.rollout_tokens + r.length for r in requests)
     for solo, job in zip(alone, jobs, strict=True):
@@ -226,19 +226,19 @@ def test_rows_join_free_slots_and_move_only_when_a_context_does_not_fit(tiny_lla
         return decoder.add([roots[i]], requests[i], torch.Generator().manual_seed(i), counters)
 
     jobs = [add(0), add(1)]
-    decoder.step()  # job 0 (one token) is done: slots 0..2 are free, job 1 keeps 3..4
+    decoder.call()  # job 0 (one token) is done: slots 0..2 are free, job 1 keeps 3..4
     assert jobs[0].result is not None and jobs[1].result is None
     layout = decoder.layout
     pool = layout.pool
     jobs.append(add(2))
-    decoder.step()
+    decoder.call()
     assert layout.pool is pool and [row.job for row in layout.rows] == [jobs[2]] * 3 + [jobs[1]] * 2
     width = layout.width
     jobs.append(add(3))
-    decoder.step()
+    decoder.call()
     assert layout.width > width + 1  # the long prompt moved every row right
     while decoder.live:
-        decoder.step()
+        decoder.call()
     for solo, job in zip(alone, jobs, strict=True):
         assert_same_expansion(job, solo)
 
@@ -342,13 +342,13 @@ def test_a_batch_over_the_budget_waits_its_turn_and_answers_as_alone(tiny_llama)
     wide = RainGenerator(model, tokenizer, config, evaluator=judge)
     search_rows = 2 * (4 + 1)  # K leaves x (candidates + rollout row)
     seen: list[int] = []
-    step = narrow.scheduler.engine.decoder.step  # type: ignore[union-attr]
+    step = narrow.scheduler.engine.decoder.call  # type: ignore[union-attr]
 
     def counting_step() -> list[object]:
         seen.append(len(narrow.scheduler.engine.tasks))
         return step()
 
-    narrow.scheduler.engine.decoder.step = counting_step  # type: ignore[method-assign,union-attr]
+    narrow.scheduler.engine.decoder.call = counting_step  # type: ignore[method-assign,union-attr]
     queued = narrow.generate_batch(PROMPTS[:4], seed=0)
     assert narrow.scheduler.engine.budget.rows == search_rows
     assert max(seen) == 1, "a second search was let in beside the first"

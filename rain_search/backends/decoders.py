@@ -9,7 +9,7 @@
 - :class:`DirectDecoder`: a backend without a tree cache expands one leaf at
   a time, at once, through its own ``expand``.
 
-The engine talks to all three the same way: ``add`` work, ``step`` once a
+The engine talks to all three the same way: ``add`` work, ``call`` once a
 turn, read each job's ``result`` when it is set.
 """
 
@@ -38,7 +38,7 @@ class Decoder(Protocol):
 
     @property
     def live(self) -> bool:
-        """Is any expansion still decoding (a call to :meth:`step` would do work)?"""
+        """Is any expansion still decoding (a :meth:`call` would do work)?"""
         ...
 
     def add(
@@ -53,7 +53,7 @@ class Decoder(Protocol):
 
     def cancel(self, job: Pending) -> None: ...
 
-    def step(self) -> Sequence[Pending]:
+    def call(self) -> Sequence[Pending]:
         """One turn's decoding; the expansions it finished, in the order they were added."""
         ...
 
@@ -101,7 +101,7 @@ class DirectDecoder:
     def cancel(self, job: Pending) -> None:
         """Nothing runs in the background: there is nothing to stop."""
 
-    def step(self) -> list[Pending]:
+    def call(self) -> list[Pending]:
         return []
 
     def release(self) -> None:
@@ -143,11 +143,11 @@ class IsolatedDecoder:
         if decoder is not None:
             decoder.cancel(job)
 
-    def step(self) -> list[Pending]:
+    def call(self) -> list[Pending]:
         finished: list[Pending] = []
         for key, decoder in list(self.decoders.items()):
             if decoder.live:
-                finished += decoder.step()
+                finished += decoder.call()
             if not decoder.live:
                 decoder.layout.release()
                 del self.decoders[key]

@@ -163,7 +163,7 @@ class HFBackend(CausalLMBackend[NodeState]):
         decoder = SlotDecoder(self)
         job = decoder.add(path, request, generator, Counters())
         while decoder.live:
-            decoder.step()
+            decoder.call()
         assert job.result is not None
         return job.result
 

@@ -129,7 +129,7 @@ class Job:
 class SlotDecoder:
     """The live rows of every expansion, and their one shared cache.
 
-    ``add`` takes an expansion; ``step`` draws the first tokens of the ones
+    ``add`` takes an expansion; ``call`` draws the first tokens of the ones
     added since the last call (from their leaves' distributions), runs one
     forward call over every live row and returns the expansions that finished.
     """
@@ -169,7 +169,7 @@ class SlotDecoder:
         rows = self.layout.rows
         self.layout.rows = [None if row is not None and row.job is job else row for row in rows]
 
-    def step(self) -> list[Job]:
+    def call(self) -> list[Job]:
         """One forward call over every live row; the jobs it finished, in the order they began."""
         joining, finished = self._join()
         layout = self.layout
