@@ -30,15 +30,16 @@ class KVPool:
     index into a flat view and any set of positions of any rows moves with one
     ``index_select``/``index_copy_`` (in chunks of heads × head_dim). Positions
     left of a row's context are padding the attention mask hides: any finite
-    value does (a zero weight cancels it), so the buffer is zeroed once when
-    made, never per write (masked garbage could be NaN, which a zero weight
-    does not cancel).
+    value does (a zero weight cancels it, not a NaN), so they are zeroed when a
+    row is written. The buffer itself is not: a column right of the edge is
+    written before it is read, and zeroing a whole pool touches memory no row
+    may ever use (peak memory of a CPU search: 396 MB against 231 MB).
     """
 
     def __init__(self, store: KVStore, slots: int, columns: int) -> None:
         layers, two, heads, head_dim = store.shape
         like = store.take([])
-        self.data = like.new_zeros(layers, two, slots, columns, heads, head_dim)
+        self.data = like.new_empty(layers, two, slots, columns, heads, head_dim)
 
     @property
     def slots(self) -> int:
@@ -52,8 +53,15 @@ class KVPool:
         self, slots: Sequence[int], contexts: Sequence[Sequence[int]], end: int, store: KVStore
     ) -> None:
         """Each context (store positions) into its slot, its last position at column
-        ``end - 1``: one gather and one copy for every row."""
+        ``end - 1`` and zeros before it: one fill, one gather and one copy for every row."""
         columns = self.columns
+        padding = [
+            slot * columns + column
+            for slot, context in zip(slots, contexts, strict=True)
+            for column in range(end - len(context))
+        ]
+        if padding:
+            self._flat().index_fill_(2, self._index(padding), 0)
         cells = [
             slot * columns + column
             for slot, context in zip(slots, contexts, strict=True)
@@ -85,8 +93,9 @@ class KVPool:
         return self.data[:, :, self._index(rows), start:stop]
 
     def put(self, rows: torch.Tensor, end: int) -> None:
-        """Rows taken by :meth:`take` into slots 0.., ending at column ``end``."""
+        """Rows taken by :meth:`take` into slots 0.., ending at column ``end``, zeros before."""
         count, width = rows.shape[2], rows.shape[3]
+        self.data[:, :, :count, : end - width] = 0
         self.data[:, :, :count, end - width : end] = rows
 
     def move(self, sources: Sequence[int], targets: Sequence[int], stop: int) -> None:

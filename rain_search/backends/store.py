@@ -141,7 +141,7 @@ class KVStore:
     def _grow(self, needed: int) -> None:
         layers, two, old, heads, head_dim = self._data.shape
         capacity = max(MIN_CAPACITY, 2 * old, old + needed)
-        bigger = self._data.new_zeros(layers, two, capacity, heads, head_dim)
+        bigger = self._data.new_empty(layers, two, capacity, heads, head_dim)  # written first
         bigger[:, :, :old] = self._data
         self.data = bigger
         self._free = list(range(capacity - 1, old - 1, -1)) + self._free
