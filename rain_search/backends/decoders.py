@@ -133,7 +133,9 @@ class IsolatedDecoder:
         generator: torch.Generator,
         counters: Counters,
     ) -> Pending:
-        decoder = self.decoders.setdefault(id(counters), SlotDecoder(self.backend))
+        decoder = self.decoders.get(id(counters))
+        if decoder is None:
+            decoder = self.decoders[id(counters)] = SlotDecoder(self.backend)
         job = decoder.add(path, request, generator, counters)
         self.owner[id(job)] = decoder
         return job
