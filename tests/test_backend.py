@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import gc
+
 import pytest
 import torch
 from transformers import DynamicCache
@@ -291,3 +294,18 @@ def test_prompts_encoded_in_one_call_hold_what_each_holds_alone(tiny_llama, back
         for (k1, v1), (k2, v2) in zip(ours, theirs, strict=True):
             torch.testing.assert_close(k1, k2, atol=ATOL, rtol=0)
             torch.testing.assert_close(v1, v2, atol=ATOL, rtol=0)
+
+
+def test_a_model_cast_between_searches_gets_a_store_of_its_dtype(tiny_llama) -> None:
+    model, tokenizer = tiny_llama
+    half = copy.deepcopy(model)
+    backend = HFBackend(half, tokenizer)
+    ids = tokenizer.encode("Hello")
+    request = ExpandRequest(length=2, mode="sample", count=2)
+    first = backend.expand([backend.start(ids)], request, torch.Generator().manual_seed(0))
+    del first
+    gc.collect()  # the first search's nodes are gone: the store holds nothing
+    half.to(torch.bfloat16)
+    again = backend.expand([backend.start(ids)], request, torch.Generator().manual_seed(0))
+    assert again.proposals and backend.store.data is not None
+    assert backend.store.data.dtype == torch.bfloat16

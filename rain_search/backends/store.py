@@ -25,6 +25,7 @@ import torch
 from transformers import DynamicCache
 
 from rain_search.backends.kv import KV, layer_tensors
+from rain_search.errors import ModelLoadError
 
 MIN_CAPACITY = 1024
 """Positions of a new store; it doubles when full."""
@@ -125,14 +126,24 @@ class KVStore:
             self.data, self._free, self._returned = None, [], deque()
 
     def _fit(self, layers: int, heads: int, head_dim: int, like: torch.Tensor) -> None:
-        """Shape the buffer for this model's caches (on the first one stored)."""
-        if self.data is None or self.shape != (layers, 2, heads, head_dim):
+        """Shape the buffer for this model's caches (on the first one stored, and again
+        when the model was moved or cast since: its caches' shape, dtype or device)."""
+        data = self.data
+        if (
+            data is None
+            or self.shape != (layers, 2, heads, head_dim)
+            or (data.dtype, data.device) != (like.dtype, like.device)
+        ):
             self._reset(like.new_zeros(layers, 2, 0, heads, head_dim))
 
     def _reset(self, empty: torch.Tensor) -> None:
-        """A new, empty buffer (the first cache, or a model whose cache changed shape)."""
+        """A new, empty buffer (the first cache, or a model moved or cast since)."""
         if self.live:
-            raise RuntimeError("the model's key/value shape changed while nodes hold positions")
+            raise ModelLoadError(
+                "the model was moved or cast (its key/value cache changed shape, dtype or "
+                "device) while searches on it were running; finish or cancel them first, "
+                "or build a new RainGenerator for the changed model"
+            )
         self.data, self._free, self._returned = empty, [], deque()
 
     def index(self, positions: Sequence[int]) -> torch.Tensor:
