@@ -34,23 +34,28 @@ class DrawRow:
 def draw_rows(log_probs: torch.Tensor, rows: Sequence[DrawRow]) -> list[tuple[int, float]]:
     """(token, log-prob under the row's sampling distribution) for each of ``rows``.
 
-    ``log_probs`` is (sources, vocab) at temperature 1.
+    ``log_probs`` is (sources, vocab) at temperature 1. The rows' numbers go to
+    the device in one copy (grouped by kind, so each kind is a slice of it) and
+    the results come back in one.
     """
     if not rows:
         return []
     groups: dict[tuple[int, float], list[int]] = {}
     for number, row in enumerate(rows):
         groups.setdefault((row.top_k, row.temperature), []).append(number)
-    order: list[int] = []
+    order = [number for members in groups.values() for number in members]
+    table = torch.tensor(  # (rows, 4): source, uniform, greedy, fixed, in group order
+        [[r.source, r.uniform, r.greedy, r.fixed] for r in (rows[n] for n in order)],
+        dtype=torch.float64,
+    ).to(log_probs.device)
     parts: list[torch.Tensor] = []
-    device = log_probs.device
+    start = 0
     for (top_k, temperature), members in groups.items():
-        chosen = [rows[number] for number in members]
-        index = torch.tensor([row.source for row in chosen], device=device)
-        dist = sampling(log_probs[index], top_k, temperature)
-        picks = _picks(dist, chosen, temperature, device)
+        part = table[start : start + len(members)]
+        start += len(members)
+        dist = sampling(log_probs[part[:, 0].long()], top_k, temperature)
+        picks = _picks(dist, [rows[number] for number in members], temperature, part)
         parts.append(torch.stack([picks.double(), dist.log_prob(picks).double()]))
-        order += members
     tokens, scores = torch.cat(parts, dim=1).tolist()
     out: list[tuple[int, float]] = [(0, 0.0)] * len(rows)
     for number, token, score in zip(order, tokens, scores, strict=True):
@@ -59,19 +64,20 @@ def draw_rows(log_probs: torch.Tensor, rows: Sequence[DrawRow]) -> list[tuple[in
 
 
 def _picks(
-    dist: Sampling, rows: Sequence[DrawRow], temperature: float, device: torch.device
+    dist: Sampling, rows: Sequence[DrawRow], temperature: float, table: torch.Tensor
 ) -> torch.Tensor:
-    """Each row's token: fixed, most likely (greedy or temperature 0), or inverted."""
+    """Each row's token: fixed, most likely (greedy or temperature 0), or inverted.
+
+    ``table`` holds the rows' (source, uniform, greedy, fixed) on the device.
+    """
     sampled = temperature != 0.0 and not all(row.greedy or row.fixed >= 0 for row in rows)
     if sampled:
-        uniform = torch.tensor([[row.uniform] for row in rows], dtype=torch.float64, device=device)
-        picks = dist.invert(uniform)
+        picks = dist.invert(table[:, 1:2])
         if any(row.greedy for row in rows):
-            greedy = torch.tensor([row.greedy for row in rows], device=device)
-            picks = torch.where(greedy, dist.most_likely(), picks)
+            picks = torch.where(table[:, 2].bool(), dist.most_likely(), picks)
     else:
         picks = dist.most_likely()
     if any(row.fixed >= 0 for row in rows):
-        fixed = torch.tensor([row.fixed for row in rows], device=device)
+        fixed = table[:, 3].long()
         picks = torch.where(fixed >= 0, fixed, picks)
     return picks
