@@ -466,3 +466,34 @@ def test_batch_invariant_searches_run_alone_in_every_call_and_give_their_solo_an
         together = list(pool.map(lambda a: generator.generate(a[1], seed=a[0]), enumerate(prompts)))
     assert Counter(shapes) == alone
     assert [r.token_ids for r in together] == [r.token_ids for r in solo]
+
+
+def test_a_failed_shared_prefill_is_retried_alone_and_fails_only_its_search(
+    generator: RainGenerator, monkeypatch
+) -> None:
+    # The prompts of searches admitted together are encoded in one call; when that call
+    # fails, each is encoded alone, so the error reaches only the search that causes it.
+    backend = generator.backend
+    start = backend.start
+
+    tried: list[int] = []
+
+    def shared(prompts):  # type: ignore[no-untyped-def]
+        tried.append(len(prompts))
+        raise RuntimeError("the shared call broke")
+
+    def alone(prompt_ids):  # type: ignore[no-untyped-def]
+        if len(prompt_ids) == len(generator.encode("Hm", None)[0]):
+            raise ValueError("this prompt breaks the model")
+        return start(prompt_ids)
+
+    monkeypatch.setattr(backend, "start_many", shared)
+    monkeypatch.setattr(backend, "start", alone)
+    streams = [generator.stream(p, seed=0) for p in ("Tell me a story", "Hm")]
+    for stream in streams:
+        stream.start()
+    told = "".join(step.text for step in streams[0])
+    assert told == generator.generate("Tell me a story", seed=0).text
+    with pytest.raises(ValueError, match="breaks the model"):
+        list(streams[1])
+    assert tried == [2]
