@@ -333,7 +333,11 @@ def scale_ops_generator(name: str, generator: RainGenerator) -> RainGenerator | 
     if name == "same":
         return generator
     model, tokenizer = load(name, "cpu")
-    counted = RainGenerator(model, tokenizer, "fast", evaluator=tone, embedder="hidden")
+    # every search admitted at once (64 fast searches hold ~3,100 rows): the count is about
+    # sharing calls, and the CPU's default budget (320 rows) would run them ~6 at a time
+    counted = RainGenerator(
+        model, tokenizer, "fast", evaluator=tone, embedder="hidden", max_batch_rows=4096
+    )
     counted.warm_up()
     return counted
 
