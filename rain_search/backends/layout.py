@@ -47,15 +47,14 @@ class SlotLayout(Generic[JobT]):
         self.cache = DynamicCache()
         self.width = 0  # cache columns per row, padding included
 
-    def admit(self, keep: set[int], joining: Sequence[Row[JobT]]) -> None:
-        """Free every slot not in ``keep`` and write the ``joining`` rows into free slots.
+    def admit(self, joining: Sequence[Row[JobT]]) -> None:
+        """Write the ``joining`` rows into free slots (a slot whose row is None is free).
 
         Done rows at the end leave at once; holes in the middle are refilled by
         the next rows to join, or closed by moving the last rows into them once
         they are a quarter of the batch (until then an idle row costs less than
         the copies).
         """
-        self.rows = [row if slot in keep else None for slot, row in enumerate(self.rows)]
         while self.rows and self.rows[-1] is None:
             self.rows.pop()
         if not self.rows and not joining:

@@ -173,8 +173,7 @@ class SlotDecoder:
         """One forward call over every live row; the jobs it finished, in the order they began."""
         joining, finished = self._join()
         layout = self.layout
-        keep = {slot for slot, row in enumerate(layout.rows) if row is not None}
-        layout.admit(keep, joining)
+        layout.admit(joining)
         if layout.rows:
             tokens, mask, positions = layout.inputs(self.backend.device)
             log_probs = self.backend.forward(
