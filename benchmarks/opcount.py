@@ -134,13 +134,7 @@ def run_searches(
         generator.stream(prompt, config=config, seed=seed).start()
         for prompt, seed in zip(prompts, seeds, strict=True)
     ]
-    results = []
-    for stream in streams:
-        for _ in stream:
-            pass
-        assert stream.result is not None
-        results.append(stream.result)
-    return results
+    return [stream.finish() for stream in streams]
 
 
 def synchronize(device: torch.device) -> None:

@@ -405,11 +405,12 @@ PREFILL_TOKENS = 16384
 def prefill_chunks(tasks: list[Task]) -> Iterator[list[Task]]:
     """The tasks in groups whose padded prompts stay under ``PREFILL_TOKENS``."""
     chunk: list[Task] = []
+    width = 0
     for task in tasks:
-        width = max(len(t.prompt_ids) for t in [*chunk, task])
+        width = max(width, len(task.prompt_ids))
         if chunk and width * (len(chunk) + 1) > PREFILL_TOKENS:
             yield chunk
-            chunk = []
+            chunk, width = [], len(task.prompt_ids)
         chunk.append(task)
     if chunk:
         yield chunk

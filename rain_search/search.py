@@ -239,13 +239,7 @@ class RainGenerator:
             self.stream(prompt, system=system, config=config, **overrides).start()
             for prompt in prompts
         ]
-        results = []
-        for stream in streams:
-            for _ in stream:
-                pass
-            assert stream.result is not None
-            results.append(stream.result)
-        return results
+        return [stream.finish() for stream in streams]
 
     def check_judge_settings(self, config: RainConfig) -> None:
         """The self-evaluator is built once: a per-call change of how it judges is an error."""

@@ -67,6 +67,13 @@ class RainStream:
         self.result.warnings.extend(self._warnings)
         raise StopIteration
 
+    def finish(self) -> RainResult:
+        """Read the remaining steps; the result."""
+        for _ in self:
+            pass
+        assert self.result is not None
+        return self.result
+
     async def __aiter__(self) -> AsyncIterator[StepStats]:
         """Each step is awaited in a worker thread, so the event loop never blocks.
 

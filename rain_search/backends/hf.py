@@ -17,7 +17,6 @@ import torch
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from rain_search.backends.base import ExpandRequest, Expansion
-from rain_search.backends.kv import cache_rows
 from rain_search.backends.proposals import ClauseEnds, sample_top_k
 from rain_search.backends.slots import SlotDecoder
 from rain_search.backends.store import KVStore, NodeState, Span, concat_kv
@@ -122,7 +121,7 @@ class HFBackend(CausalLMBackend[NodeState]):
         cache = DynamicCache()
         ids = torch.tensor([list(prompt_ids)], device=self.device)
         log_probs = self.forward(ids, cache)
-        block = self.store.store_cache(cache_rows(cache, 0, 0, ids.shape[1]))
+        (block,) = self.store.store_rows(cache, [range(ids.shape[1])])
         return NodeState((Span(block, ids.shape[1]),), log_probs[0])
 
     def start_many(self, prompts: Sequence[Sequence[int]]) -> list[NodeState]:

@@ -54,19 +54,10 @@ class KVPool:
     ) -> None:
         """Each context (store positions) into its slot, its last position at column
         ``end - 1`` and zeros before it: one fill, one gather and one copy for every row."""
-        columns = self.columns
-        padding = [
-            slot * columns + column
-            for slot, context in zip(slots, contexts, strict=True)
-            for column in range(end - len(context))
-        ]
+        padding = self._cells(slots, [range(end - len(context)) for context in contexts])
         if padding:
             self._flat().index_fill_(2, self._index(padding), 0)
-        cells = [
-            slot * columns + column
-            for slot, context in zip(slots, contexts, strict=True)
-            for column in range(end - len(context), end)
-        ]
+        cells = self._cells(slots, [range(end - len(context), end) for context in contexts])
         positions = [p for context in contexts for p in context]
         if positions:
             self._flat().index_copy_(2, self._index(cells), store.take(positions))
@@ -77,12 +68,7 @@ class KVPool:
         """The last ``length`` positions before ``end`` of each slot, copied to new store
         blocks in one indexed copy; a block per slot."""
         blocks = store.allocate_many(lengths)
-        columns = self.columns
-        cells = [
-            slot * columns + column
-            for slot, length in zip(slots, lengths, strict=True)
-            for column in range(end - length, end)
-        ]
+        cells = self._cells(slots, [range(end - length, end) for length in lengths])
         positions = [p for block in blocks for p in block.positions]
         store.put(positions, self._flat().index_select(2, self._index(cells)))
         return blocks
@@ -112,6 +98,15 @@ class KVPool:
             ],
             length,
         )
+
+    def _cells(self, slots: Sequence[int], spans: Sequence[range]) -> list[int]:
+        """Indices into :meth:`_flat` of columns ``spans[i]`` of slot ``slots[i]``, in order."""
+        columns = self.columns
+        return [
+            slot * columns + column
+            for slot, span in zip(slots, spans, strict=True)
+            for column in span
+        ]
 
     def _flat(self) -> torch.Tensor:
         """(layers, 2, slots × columns, heads, head_dim): a view, one index per (slot, column)."""

@@ -126,11 +126,30 @@ def first_tokens(
     tokens come back as a (candidates,) tensor on its device.
     """
     if request.mode == "top":
-        excluded = {ids[0] for ids in request.exclude if ids}
-        ranked = log_probs.topk(min(request.count + len(excluded), log_probs.shape[-1]))
-        picks = [int(t) for t in ranked.indices if int(t) not in excluded][: request.count]
+        ranked = log_probs.topk(top_ranks(request, log_probs.shape[-1])).indices.tolist()
+        picks = top_picks(ranked, request)
         return torch.tensor(picks, device=log_probs.device, dtype=torch.long), [False] * len(picks)
-    return None, [True] * int(request.greedy) + [False] * request.count
+    return None, sampled_rows(request)
+
+
+def top_ranks(request: ExpandRequest, vocab: int) -> int:
+    """How many of the most likely tokens ``top`` mode ranks: its count past the excluded."""
+    return min(request.count + len(excluded_firsts(request)), vocab)
+
+
+def top_picks(ranked: list[int], request: ExpandRequest) -> list[int]:
+    """``top`` mode's first tokens: the first ``count`` of ``ranked`` not excluded."""
+    excluded = excluded_firsts(request)
+    return [token for token in ranked if token not in excluded][: request.count]
+
+
+def excluded_firsts(request: ExpandRequest) -> set[int]:
+    return {ids[0] for ids in request.exclude if ids}
+
+
+def sampled_rows(request: ExpandRequest) -> list[bool]:
+    """Which candidate rows of ``sample`` mode decode greedily (the greedy one first)."""
+    return [True] * int(request.greedy) + [False] * request.count
 
 
 def choose(

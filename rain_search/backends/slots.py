@@ -28,7 +28,13 @@ from transformers import DynamicCache
 from rain_search.backends.base import ExpandRequest, Expansion, Proposal
 from rain_search.backends.draws import DrawRow, draw_rows
 from rain_search.backends.layout import Row, SlotLayout
-from rain_search.backends.proposals import distinct, rollout_ends
+from rain_search.backends.proposals import (
+    distinct,
+    rollout_ends,
+    sampled_rows,
+    top_picks,
+    top_ranks,
+)
 from rain_search.backends.store import (
     Context,
     KVStore,
@@ -212,8 +218,9 @@ class SlotDecoder:
         for (job, index, _), (token, log_prob) in zip(wanted, drawn, strict=True):
             if self._take(job, index, token, log_prob):
                 joining.append(Row(job, index, token, positions[job]))
+        going = {id(row.job) for row in joining}  # a set: rows x jobs comparisons were quadratic
         for job in jobs:
-            if not any(row.job is job for row in joining):
+            if id(job) not in going:
                 self._finish(job)
                 finished.append(job)
         return joining, finished
@@ -222,20 +229,16 @@ class SlotDecoder:
         """``top`` mode's fixed first tokens (one top-k per cut size), and greedy rows."""
         by_size: dict[int, list[int]] = {}
         for number, job in enumerate(jobs):
-            request = job.request
-            if request.mode == "top":
-                excluded = {ids[0] for ids in request.exclude if ids}
-                size = min(request.count + len(excluded), leaves.shape[-1])
-                by_size.setdefault(size, []).append(number)
+            if job.request.mode == "top":
+                by_size.setdefault(top_ranks(job.request, leaves.shape[-1]), []).append(number)
             else:
-                job.greedy = [True] * int(request.greedy) + [False] * request.count
+                job.greedy = sampled_rows(job.request)
         for size, numbers in by_size.items():
             index = torch.tensor(numbers, device=leaves.device)
             ranked = leaves[index].topk(size).indices.tolist()
             for number, ids in zip(numbers, ranked, strict=True):
                 job = jobs[number]
-                excluded = {ids[0] for ids in job.request.exclude if ids}
-                job.first = [t for t in ids if t not in excluded][: job.request.count]
+                job.first = top_picks(ids, job.request)
                 job.greedy = [False] * len(job.first)
 
     def _rows(self, job: Job) -> list[int]:

@@ -89,16 +89,6 @@ class KVStore:
         """(layers, 2, len(positions), heads, head_dim): a copy of those positions."""
         return self._data.index_select(2, self.index(positions))
 
-    def store_cache(self, kv: KV) -> Block:
-        """A block holding ``kv`` (per layer (1, heads, tokens, head_dim) keys and values)."""
-        stacked = torch.stack([part[0] for layer in kv for part in layer])  # (L*2, H, T, D)
-        layers, tokens = len(kv), stacked.shape[2]
-        self._fit(layers, stacked.shape[1], stacked.shape[3], stacked)
-        block = self.allocate(tokens)
-        values = stacked.view(layers, 2, *stacked.shape[1:]).transpose(2, 3)  # (L, 2, T, H, D)
-        self.put(block.positions, values)
-        return block
-
     def store_rows(self, cache: DynamicCache, spans: Sequence[range]) -> list[Block]:
         """A block per row of a batched ``cache``, holding its columns ``spans[row]``: one
         stack and one indexed copy for every row."""
