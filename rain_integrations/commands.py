@@ -19,7 +19,9 @@ from rain_search.extras import require
 from rain_search.spec import GeneratorSpec
 
 if TYPE_CHECKING:
-    from rain_integrations.batch.local import BatchSummary
+    from pathlib import Path
+
+    from rain_integrations.batch.local import BatchSummary, RowCallback
 
 Commands = argparse._SubParsersAction
 
@@ -159,31 +161,45 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def run_batch(args: argparse.Namespace) -> int:
-    """Answer the rows not yet in the output folder; bad rows go to errors.jsonl."""
+    """Answer the rows not yet in the output folder; bad rows go to errors.jsonl.
+
+    The paths and the output already there are checked first, and a job with no
+    row left to answer ends there: the model loads only for work it will do.
+    """
     from pathlib import Path
 
-    from rain_integrations.batch import check_paths
+    from rain_integrations.batch import finish_without_model, open_batch
 
     show = None if args.quiet else batch_progress
     source, folder = Path(args.input), Path(args.output)
-    check_paths(source, folder)  # before a model loads for minutes
-    if args.ray:
-        from rain_integrations.batch.ray_data import ActorPool, run_ray
-        from rain_integrations.ray_cluster import start_ray
-
-        pool = ActorPool(args.actors, cpus=args.cpus_per_actor, gpus=args.gpus_per_actor)
-        start_ray(args.ray_address, loopback=True, purpose="rain batch --ray")
-        summary = run_ray(GeneratorSpec.from_args(args), source, folder, pool=pool, on_row=show)
-    else:
-        from rain_integrations.batch import run_local
-
-        summary = run_local(make_generator(args), source, folder, on_row=show)
+    batch = open_batch(source, folder)  # before a model loads for minutes
+    for note in batch.repairs:
+        print(f"rain: batch: {note}", file=sys.stderr)
+    summary = finish_without_model(batch, on_row=show)
+    if summary is None:
+        summary = answer_rows(args, source, folder, show)
     print(
         f"rain: batch: {summary.answered} answered, {summary.errors} errors, "
         f"{summary.skipped} already done; see {args.output}/results.jsonl and errors.jsonl",
         file=sys.stderr,
     )
     return 0
+
+
+def answer_rows(
+    args: argparse.Namespace, source: Path, folder: Path, show: RowCallback | None
+) -> BatchSummary:
+    """Load the model (in this process, or on Ray actors) and answer the rows left."""
+    if args.ray:
+        from rain_integrations.batch.ray_data import ActorPool, run_ray
+        from rain_integrations.ray_cluster import start_ray
+
+        pool = ActorPool(args.actors, cpus=args.cpus_per_actor, gpus=args.gpus_per_actor)
+        start_ray(args.ray_address, loopback=True, purpose="rain batch --ray")
+        return run_ray(GeneratorSpec.from_args(args), source, folder, pool=pool, on_row=show)
+    from rain_integrations.batch import run_local
+
+    return run_local(make_generator(args), source, folder, on_row=show)
 
 
 def batch_progress(line: int, summary: BatchSummary) -> None:

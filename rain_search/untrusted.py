@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import re
 import weakref
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-
-from transformers import PreTrainedTokenizerBase
+from typing import TYPE_CHECKING
 
 from rain_search.errors import PromptError
+
+if TYPE_CHECKING:  # only a type here: the `rain` command's parser stays free of transformers
+    from transformers import PreTrainedTokenizerBase
 
 _patterns: weakref.WeakKeyDictionary[
     PreTrainedTokenizerBase, tuple[int, re.Pattern[str] | None]
@@ -158,3 +160,31 @@ def _added_around(tokenizer: PreTrainedTokenizerBase) -> tuple[list[int], list[i
         if full[start : start + len(bare)] == bare:
             return full[:start], full[start + len(bare) :]
     return [], []
+
+
+def to_messages(
+    prompt: str | Sequence[Mapping[str, str]], system: str | None
+) -> list[dict[str, str]]:
+    """Validated chat messages for ``prompt``, with ``system`` first if given."""
+    if isinstance(prompt, str):
+        messages = [{"role": "user", "content": prompt}]
+    elif isinstance(prompt, Sequence) and all(isinstance(m, Mapping) for m in prompt):
+        messages = [dict(m) for m in prompt if isinstance(m, Mapping)]
+    else:
+        raise PromptError(
+            f"a prompt must be a string or a list of {{'role', 'content'}} messages, "
+            f"got {type(prompt).__name__}"
+        )
+    if system is not None:
+        messages.insert(0, {"role": "system", "content": system})
+    for i, message in enumerate(messages):
+        if set(message) != {"role", "content"} or not isinstance(message["content"], str):
+            raise PromptError(f"message {i} must have exactly 'role' and string 'content' keys")
+        if message["role"] not in ("system", "user", "assistant"):
+            raise PromptError(
+                f"message {i} has role {message['role']!r}; use system, user or assistant"
+            )
+        check_text(message["content"], f"message {i}")
+    if not any(m["role"] == "user" and m["content"].strip() for m in messages):
+        raise PromptError("the prompt is empty; give a non-empty user message")
+    return messages

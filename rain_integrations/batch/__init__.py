@@ -2,7 +2,21 @@
 
 from __future__ import annotations
 
-from rain_integrations.batch.local import BatchSummary, check_paths, run_local
+from rain_integrations.batch.local import (
+    Batch,
+    BatchSummary,
+    finish_without_model,
+    open_batch,
+    run_local,
+)
 from rain_integrations.batch.rows import OutputFolder, read_rows
 
-__all__ = ["BatchSummary", "OutputFolder", "check_paths", "read_rows", "run_local"]
+__all__ = [
+    "Batch",
+    "BatchSummary",
+    "OutputFolder",
+    "finish_without_model",
+    "open_batch",
+    "read_rows",
+    "run_local",
+]

@@ -14,14 +14,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from rain_integrations.batch.local import BatchSummary, answer, check_paths
-from rain_integrations.batch.rows import (
-    BadRow,
-    Row,
-    error_record,
-    read_rows,
-    result_record,
+from rain_integrations.batch.local import (
+    BatchSummary,
+    Recorder,
+    RowCallback,
+    answer,
+    open_batch,
 )
+from rain_integrations.batch.rows import BadRow, Row, error_record, result_record
 from rain_search.errors import ConfigError, RainError
 from rain_search.extras import require
 from rain_search.search import RainGenerator
@@ -65,23 +65,20 @@ def run_ray(
     folder: Path,
     *,
     pool: ActorPool,
-    on_row: Callable[[int, BatchSummary], None] | None = None,
+    on_row: RowCallback | None = None,
 ) -> BatchSummary:
     """Answer the rows of ``source`` not yet in ``folder`` on ``pool`` actors."""
     ray_data = require("ray.data", "ray", "rain batch --ray")
-    out = check_paths(source, folder)
-    done = out.done_lines()
-    summary, todo = BatchSummary(), []
-    for row in read_rows(source):
-        if row.line in done:
-            summary.skipped += 1
-        elif isinstance(row, BadRow):
-            out.write(error_record(row, row.error), error=True)
-            summary.errors += 1
+    batch = open_batch(source, folder)
+    record = Recorder(batch.out, on_row)
+    todo = []
+    for row in batch.rows(record.summary):
+        if isinstance(row, BadRow):
+            record.bad(row)
         else:
             todo.append({"row": json.dumps(asdict(row), ensure_ascii=False)})
     if not todo:
-        return summary
+        return record.summary
     answers = ray_data.from_items(todo).map_batches(
         RainRowsActor,
         fn_constructor_args=(factory,),
@@ -92,10 +89,6 @@ def run_ray(
         num_gpus=pool.gpus,
     )
     for item in answers.iter_rows():
-        record, failed = json.loads(str(item["record"])), bool(item["error"])
-        out.write(record, error=failed)
-        summary.errors += failed
-        summary.answered += not failed
-        if on_row is not None:
-            on_row(int(record["line"]), summary)
-    return summary
+        written = json.loads(str(item["record"]))
+        record(int(written["line"]), written, error=bool(item["error"]))
+    return record.summary

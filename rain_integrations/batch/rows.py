@@ -17,12 +17,14 @@ import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rain_search.config import RainConfig
 from rain_search.errors import ConfigError, PromptError
-from rain_search.models import to_messages
-from rain_search.result import RainResult
+from rain_search.untrusted import to_messages
+
+if TYPE_CHECKING:
+    from rain_search.result import RainResult
 
 ROW_KEYS = frozenset({"id", "prompt", "messages", "system", "rain"})
 RAIN_KEYS = frozenset(RainConfig.model_fields) | {"preset"}
@@ -182,15 +184,43 @@ class OutputFolder:
                     "another output folder"
                 ) from exc
 
-    def done_lines(self) -> set[int]:
-        """Input lines already answered or reported, after repairing a line cut short."""
-        done: set[int] = set()
+    def check_apart(self, source: Path) -> None:
+        """``source`` is not this folder's own output: its records would be read as prompts.
+
+        A :class:`ConfigError` now, not a ``KeyError`` after the model has loaded.
+        """
         for path in (self.results, self.errors):
-            repair(path)
+            if path.exists() and source.samefile(path):
+                raise ConfigError(
+                    f"the input {str(source)!r} is the output folder's own {path.name}; give "
+                    "the prompts file as the input and another folder for the answers"
+                )
+
+    def done_lines(self) -> tuple[set[int], list[str]]:
+        """Input lines already answered or reported, and what was repaired to read them.
+
+        A last line cut short by a kill is dropped (its row is answered again) and
+        reported; any other line that is not a record this job wrote is a
+        :class:`ConfigError` naming the file and line, since resuming past it
+        could answer a row twice or never.
+        """
+        done: set[int] = set()
+        repairs: list[str] = []
+        for path in (self.results, self.errors):
+            dropped = repair(path)
+            if dropped:
+                repairs.append(
+                    f"dropped the last line of {str(path)!r} ({dropped} bytes), cut short "
+                    "by an earlier kill; its row is answered again"
+                )
             if path.exists():
-                with path.open(encoding="utf-8") as lines:
-                    done.update(int(json.loads(line)["line"]) for line in lines if line.strip())
-        return done
+                with path.open("rb") as lines:
+                    done.update(
+                        record_line(path, number, raw)
+                        for number, raw in enumerate(lines, start=1)
+                        if raw.strip()
+                    )
+        return done, repairs
 
     def write(self, record: Mapping[str, Any], *, error: bool = False) -> None:
         """Append ``record`` and make sure it is on disk before the next row starts."""
@@ -201,11 +231,36 @@ class OutputFolder:
             os.fsync(out.fileno())
 
 
-def repair(path: Path) -> None:
-    """Drop a last line left without its newline (the job was killed while writing it)."""
+def repair(path: Path) -> int:
+    """Drop a last line left without its newline (the job was killed while writing it).
+
+    Returns how many bytes were dropped (0: nothing to repair).
+    """
     if not path.exists():
-        return
+        return 0
     data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        with path.open("r+b") as out:
-            out.truncate(data.rfind(b"\n") + 1)
+    if not data or data.endswith(b"\n"):
+        return 0
+    keep = data.rfind(b"\n") + 1
+    with path.open("r+b") as out:
+        out.truncate(keep)
+    return len(data) - keep
+
+
+def record_line(path: Path, number: int, raw: bytes) -> int:
+    """The input line that line ``number`` of an output file records, or a ``ConfigError``."""
+    try:
+        record = json.loads(raw.decode("utf-8"))
+    except json.JSONDecodeError as exc:
+        problem = f"is not valid JSON (column {exc.colno}: {exc.msg})"
+    except UnicodeDecodeError as exc:
+        problem = f"is not UTF-8 ({exc.reason} at byte {exc.start + 1})"
+    else:
+        line = record.get("line") if isinstance(record, dict) else None
+        if isinstance(line, int) and not isinstance(line, bool) and line >= 1:
+            return line
+        problem = "names no input 'line'"
+    raise ConfigError(
+        f"line {number} of {str(path)!r} {problem}, so it is not a record rain batch wrote; "
+        "delete or fix that line (its row is then answered again), or give another output folder"
+    )

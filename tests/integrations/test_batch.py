@@ -176,3 +176,75 @@ def test_bad_paths_are_one_line_errors_before_the_model_loads(
     assert main(["batch", str(source), str(out), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("rain: error: ") and message in err and err.count("\n") == 1, err
+
+
+def refuse_to_load(monkeypatch) -> None:
+    """Make loading a model fail the test: these runs must end before one loads."""
+    from rain_search.cli import GeneratorSpec
+
+    def no_loading(self):
+        raise AssertionError("the model was loaded for a job that needed none")
+
+    monkeypatch.setattr(GeneratorSpec, "__call__", no_loading)
+
+
+RESULT = '{"id": 1, "line": 1, "text": "done"}'
+
+
+@pytest.mark.parametrize(
+    ("source", "results", "message"),
+    [
+        ("out/results.jsonl", [RESULT], "is the output folder's own results.jsonl"),
+        ("out/errors.jsonl", [], "is the output folder's own errors.jsonl"),
+        ("p.jsonl", [RESULT, '{"id": 2, "li', RESULT], "line 2 of "),
+        ("p.jsonl", ['{"prompt": "a results.jsonl that holds prompts"}'], "names no input 'line'"),
+        ("p.jsonl", [RESULT, '{"id": 2, "line": true}'], "line 2 of "),
+    ],
+)
+def test_a_damaged_or_reused_output_is_a_one_line_error_before_the_model_loads(
+    source, results, message, tmp_path, monkeypatch, capsys
+) -> None:
+    refuse_to_load(monkeypatch)
+    write_rows(tmp_path / "p.jsonl", [json.dumps(GOOD[0]), json.dumps(GOOD[1])])
+    (tmp_path / "out").mkdir()
+    write_rows(tmp_path / "out" / "results.jsonl", results)
+    write_rows(tmp_path / "out" / "errors.jsonl", [])
+    before = (tmp_path / "out" / "results.jsonl").read_bytes()
+    assert main(["batch", str(tmp_path / source), str(tmp_path / "out"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rain: error: ") and message in err and err.count("\n") == 1, err
+    assert "another" in err  # the fix: another folder (or the line to delete)
+    assert (tmp_path / "out" / "results.jsonl").read_bytes() == before  # nothing rewritten
+
+
+def test_a_job_with_nothing_left_to_answer_ends_without_a_model(
+    tmp_path, monkeypatch, capsys
+) -> None:
+    """Answered rows are skipped, bad rows reported, a torn last line repaired: no model."""
+    refuse_to_load(monkeypatch)
+    source = write_rows(tmp_path / "p.jsonl", [json.dumps(GOOD[0]), "{bad"])
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "results.jsonl").write_text(RESULT + '\n{"id": 9, "line": 9, "te', encoding="utf-8")
+    assert main(["batch", str(source), str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "dropped the last line of" in err and "cut short" in err
+    assert "0 answered, 1 errors, 1 already done" in err
+    assert [e["line"] for e in read(out / "errors.jsonl")] == [2]
+    assert read(out / "results.jsonl") == [json.loads(RESULT)]
+    assert main(["batch", str(source), str(out), "--quiet"]) == 0
+    assert "0 answered, 0 errors, 2 already done" in capsys.readouterr().err
+
+
+def test_batch_help_imports_neither_torch_nor_transformers() -> None:
+    """``rain batch --help`` answers at once: the heavy libraries load only to run a job."""
+    probe = (
+        "import sys\nfrom rain_search.cli import main\ntry:\n    main(['batch', '--help'])\n"
+        "except SystemExit:\n    pass\n"
+        "print(sorted({'torch', 'transformers', 'ray', 'fastapi'} & set(sys.modules)))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert "results.jsonl and errors.jsonl" in done.stdout  # the help was printed
+    assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout[-500:]
