@@ -18,6 +18,11 @@ from typing import Any
 
 from rain_integrations.server.errors import error_body
 
+DRAIN_BYTES = 64 * 1024 * 1024
+"""The most of a refused body read (and dropped) so that its client can read the 413."""
+DRAIN_SECONDS = 2.0
+"""How long a refused body is read (and dropped) before the 413 goes out regardless."""
+
 Scope = dict[str, Any]
 Message = dict[str, Any]
 
@@ -38,11 +43,13 @@ class BodyLimit:
             return
         declared = content_length(scope)
         if declared is not None and declared > self.max_bytes:
+            await discard(receive)
             await refuse(send, 413, self.too_large(f"announces {declared} bytes"))
             return
         try:
             body = await asyncio.wait_for(self.read(receive), self.timeout)
         except BodyTooLarge:
+            await discard(receive)
             await refuse(send, 413, self.too_large("is too long"))
             return
         except asyncio.TimeoutError:
@@ -76,6 +83,23 @@ class BodyLimit:
             "send a shorter prompt"
         )
         return error_body(413, message, code="request_too_large")
+
+
+async def discard(receive: Any) -> None:
+    """Read the rest of a refused body and drop it, within the drain bounds (see the module)."""
+
+    async def drop() -> None:
+        dropped = 0
+        while dropped <= DRAIN_BYTES:
+            message = await receive()
+            dropped += len(message.get("body", b""))
+            if message["type"] == "http.disconnect" or not message.get("more_body", False):
+                return
+
+    try:
+        await asyncio.wait_for(drop(), DRAIN_SECONDS)
+    except asyncio.TimeoutError:
+        return
 
 
 def content_length(scope: Scope) -> int | None:

@@ -34,6 +34,10 @@ class ServerLimits:
     seconds the body may take to arrive; 408 past it), ``max_messages``, and
     ``max_prompt_chars`` (the prompt's characters; default ``CHARS_PER_TOKEN``
     per allowed token, far more than ordinary text packs into a token).
+    ``max_header_bytes`` (431 past it) and ``header_timeout`` (the seconds a
+    request's head may take from its first byte; 408 past it) hold before the
+    head is parsed, and so before the API key is checked; they apply where
+    ``rain serve`` runs uvicorn itself (:mod:`~rain_integrations.server.protocol`).
     """
 
     max_prompt_tokens: int = 4096
@@ -46,6 +50,8 @@ class ServerLimits:
     max_prompt_chars: int | None = None
     max_body_bytes: int = 1024 * 1024
     body_timeout: float = 10.0
+    max_header_bytes: int = 32 * 1024
+    header_timeout: float = 10.0
 
     def __post_init__(self) -> None:
         for name in ("max_prompt_tokens", "max_tokens", "max_concurrent", "max_messages"):
@@ -55,11 +61,12 @@ class ServerLimits:
             raise ConfigError(f"max_queue must be 0 or more, got {self.max_queue}")
         if self.timeout is not None and self.timeout <= 0:
             raise ConfigError(f"timeout must be positive seconds or None, got {self.timeout}")
-        for name in ("max_wait", "body_timeout"):
+        for name in ("max_wait", "body_timeout", "header_timeout"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive seconds, got {getattr(self, name)}")
-        if self.max_body_bytes < 1024:
-            raise ConfigError(f"max_body_bytes must be at least 1024, got {self.max_body_bytes}")
+        for name in ("max_body_bytes", "max_header_bytes"):
+            if getattr(self, name) < 1024:
+                raise ConfigError(f"{name} must be at least 1024, got {getattr(self, name)}")
         if self.max_prompt_chars is not None and self.max_prompt_chars < 1:
             raise ConfigError(f"max_prompt_chars must be at least 1, got {self.max_prompt_chars}")
 
@@ -86,6 +93,8 @@ class GateFull(Exception):
 class SearchGate:
     """At most ``slots`` searches run at once and at most ``queue`` more wait.
 
+    ``on_change(running, waiting)`` hears every change of the counts (the metrics' gauges).
+
     :meth:`admit` decides at once (so a full server answers 429 before any
     work); the admitted request then waits for a slot with :meth:`Ticket.wait`
     (on the event loop), which gives up when the request is cancelled or has
@@ -93,12 +102,20 @@ class SearchGate:
     time budget starts there.
     """
 
-    def __init__(self, slots: int, queue: int) -> None:
+    def __init__(
+        self, slots: int, queue: int, on_change: Callable[[int, int], None] | None = None
+    ) -> None:
         self.slots, self.queue = slots, queue
         self._free = threading.Semaphore(slots)
         self._lock = threading.Lock()
+        self._on_change = on_change
         self.running = 0
         self.waiting = 0
+
+    def _changed(self) -> None:
+        """Tell ``on_change`` the new counts (called with the lock held: in order)."""
+        if self._on_change is not None:
+            self._on_change(self.running, self.waiting)
 
     def admit(self) -> Ticket:
         """A place in the queue; :class:`GateFull` when there is none."""
@@ -109,20 +126,24 @@ class SearchGate:
                     "waiting; retry later"
                 )
             self.waiting += 1
+            self._changed()
         return Ticket(self)
 
     def _started(self) -> None:
         with self._lock:
             self.waiting -= 1
             self.running += 1
+            self._changed()
 
     def _left_queue(self) -> None:
         with self._lock:
             self.waiting -= 1
+            self._changed()
 
     def _finished(self) -> None:
         with self._lock:
             self.running -= 1
+            self._changed()
         self._free.release()
 
 

@@ -1,15 +1,22 @@
-"""``rain serve`` without Ray: the app in one process, served by uvicorn."""
+"""``rain serve`` without Ray: the app in one process, served by uvicorn.
+
+uvicorn runs the app with :class:`~rain_integrations.server.protocol.GuardedProtocol`,
+which caps request heads in bytes and seconds before they are parsed.
+"""
 
 from __future__ import annotations
 
 import ipaddress
 import sys
+from typing import Any
 
 import uvicorn
 
 from rain_integrations.server.app import build_app
 from rain_integrations.server.generators import GeneratorSource
 from rain_integrations.server.limits import ServerLimits
+from rain_integrations.server.metrics import ServerMetrics
+from rain_integrations.server.protocol import guarded_protocol
 
 
 def serve(
@@ -29,12 +36,30 @@ def serve(
             "port can use the model; pass --api-key or set RAIN_API_KEY",
             file=sys.stderr,
         )
-    app = build_app(generator, api_key=api_key, limits=limits, model_name=model_name)
+    limits = limits or ServerLimits()
+    metrics = ServerMetrics()
+    app = build_app(
+        generator, api_key=api_key, limits=limits, model_name=model_name, metrics=metrics
+    )
     if not quiet:
         print(
             f"rain: serving {model_name or 'the model'} at http://{host}:{port}/v1", file=sys.stderr
         )
-    uvicorn.run(app, host=host, port=port, log_level="warning" if quiet else "info")
+    uvicorn.run(
+        app,
+        **uvicorn_options(limits, metrics),
+        host=host,
+        port=port,
+        log_level="warning" if quiet else "info",
+    )
+
+
+def uvicorn_options(limits: ServerLimits, metrics: ServerMetrics | None = None) -> dict[str, Any]:
+    """uvicorn's settings for ``limits``: the guarded protocol and h11's own head cap."""
+    return {
+        "http": guarded_protocol(limits.max_header_bytes, limits.header_timeout, metrics),
+        "h11_max_incomplete_event_size": limits.max_header_bytes,
+    }
 
 
 def is_loopback(host: str) -> bool:

@@ -14,12 +14,15 @@ import uvicorn
 
 
 @contextmanager
-def running(app: Any) -> Iterator[str]:
-    """Serve ``app`` on 127.0.0.1 at a free port in a thread; yields the base URL."""
+def running(app: Any, **options: Any) -> Iterator[str]:
+    """Serve ``app`` on 127.0.0.1 at a free port in a thread; yields the base URL.
+
+    ``options`` go to ``uvicorn.Config`` (the guarded protocol of ``rain serve``, say).
+    """
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", **options))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 60
