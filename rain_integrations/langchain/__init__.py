@@ -12,11 +12,20 @@ from rain_search.extras import require
 
 require("langchain_core", "langchain", "rain_integrations.langchain")
 
+from rain_integrations._guard import GuardViolation  # noqa: E402
+from rain_integrations._options import UnknownOption  # noqa: E402
 from rain_integrations.langchain.chat import ChatRain  # noqa: E402
 from rain_integrations.langchain.guard import RainGuard  # noqa: E402
 from rain_integrations.langchain.llm import RainLLM  # noqa: E402
 
-__all__ = ["ChatRain", "RainGuard", "RainGuardMiddleware", "RainLLM"]
+__all__ = [
+    "ChatRain",
+    "GuardViolation",
+    "RainGuard",
+    "RainGuardMiddleware",
+    "RainLLM",
+    "UnknownOption",
+]
 
 
 def __getattr__(name: str) -> Any:

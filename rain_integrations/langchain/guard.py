@@ -10,16 +10,21 @@ module gives it LangChain's shapes, sync and async.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from langchain_core.messages import BaseMessage
+from langchain_core.messages import BaseMessage, ToolMessage
 from langchain_core.runnables import RunnableConfig, RunnableSerializable
 from langchain_core.tools import BaseTool
+from pydantic import ConfigDict
 
 from rain_integrations._guard import GuardSettings, Verdict
+from rain_integrations.langchain import _events
 from rain_integrations.langchain.guarded_tool import GuardedTool
-from rain_integrations.langchain.tool_results import with_verdict
+from rain_integrations.langchain.tool_results import subject_of, with_verdict
 from rain_search.errors import PromptError
+
+if TYPE_CHECKING:
+    from rain_integrations._guard import Decision
 
 
 class RainGuard(GuardSettings, RunnableSerializable[Any, Any]):
@@ -30,7 +35,19 @@ class RainGuard(GuardSettings, RunnableSerializable[Any, Any]):
     the input's type; messages get ``response_metadata["rain_guard"]`` with
     the score and the action taken. ``ainvoke`` judges in a worker thread, so
     an async agent's event loop keeps running.
+
+    Each decision is logged and sent to the run's callbacks as the custom event
+    ``rain_guard`` (score, action, threshold, what was judged; never the text).
+    ``policy="block"`` raises :class:`~rain_integrations.langchain.GuardViolation`.
     """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
+
+    def emit(self, decision: Decision) -> None:
+        _events.emit(decision)
+
+    async def aemit(self, decision: Decision) -> None:
+        await _events.aemit(decision)
 
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         return self._call_with_config(self._guard, input, config, **kwargs)
@@ -40,11 +57,11 @@ class RainGuard(GuardSettings, RunnableSerializable[Any, Any]):
 
     def _guard(self, input: Any) -> Any:
         text, prompt = _text_and_prompt(input)
-        return _like(input, *self.check(text, prompt))
+        return _like(input, *self.check(text, prompt, _subject(input)))
 
     async def _aguard(self, input: Any) -> Any:
         text, prompt = _text_and_prompt(input)
-        return _like(input, *await self.acheck(text, prompt))
+        return _like(input, *await self.acheck(text, prompt, _subject(input)))
 
     def wrap_tool(self, tool: BaseTool) -> BaseTool:
         """The same tool, its results passed through this guard before the agent reads them.
@@ -67,6 +84,10 @@ def _text_and_prompt(input: Any) -> tuple[str, str | None]:
     raise PromptError(
         f"RainGuard takes a string, a message or a dict with 'text', got {type(input).__name__}"
     )
+
+
+def _subject(input: Any) -> str:
+    return subject_of(input) if isinstance(input, ToolMessage) else "text"
 
 
 def _like(input: Any, text: str, verdict: Verdict) -> Any:

@@ -3,14 +3,20 @@
 LangChain v1 agents take guards as middleware. This one judges every tool
 result before the model reads it (``wrap_tool_call``, sync and async; a
 ``ToolMessage`` or a ``Command``), with the user's latest question as the
-judge's prompt, and optionally the agent's own answers (``wrap_model_call``).
+judge's prompt; optionally the user's input (``apply_to_input``, once per
+run, before the agent starts) and the agent's own answers (``apply_to_output``).
 
-Judging an answer needs the whole answer, yet a ``stream_mode="messages"``
-client would get its tokens as the model makes them, before the verdict. So
-with ``apply_to_output`` the model's token stream is held back (its run is
-tagged ``nostream``, which LangGraph's message stream skips) and the checked
-message is what the client receives, in one piece, when the model step ends:
-text the guard withholds is never sent.
+What a client can subscribe to carries only judged text: the tool runs inside
+a :class:`~rain_integrations.langchain.guarded_tool.GuardedTool` and the model
+inside a :class:`~rain_integrations.langchain._judged_model.JudgedChatModel`,
+each of which runs its inner tool or model with no callbacks and reports the
+run itself with the judged result. Every stream (``stream_mode="messages"``,
+``"updates"``, ``"values"``, ``"tools"``, ``astream_events`` v2 and v3) is fed
+from those callbacks or from the agent's state, which holds the judged text.
+
+Instances stack: each has a ``name`` carrying what it judges and with which
+judge (or the ``name=`` given), so judge A on one tool and judge B on another
+are two middleware of one agent.
 
 Install with ``pip install 'rain-search[agents]'``.
 """
@@ -26,36 +32,48 @@ require("langchain.agents", "agents", "RainGuardMiddleware")
 
 from langchain.agents.middleware import (  # noqa: E402
     AgentMiddleware,
+    AgentState,
     ExtendedModelResponse,
     ModelRequest,
     ModelResponse,
     ToolCallRequest,
 )
 from langchain_core.language_models import BaseChatModel  # noqa: E402
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage  # noqa: E402
-from langgraph.constants import TAG_NOSTREAM  # noqa: E402
+from langchain_core.messages import AIMessage, HumanMessage, ToolMessage  # noqa: E402
+from langgraph.runtime import Runtime  # noqa: E402
 from langgraph.types import Command  # noqa: E402
 
+from rain_integrations._guard import GuardSettings, Verdict  # noqa: E402
+from rain_integrations._options import refuse_unknown  # noqa: E402
+from rain_integrations.langchain._judged_model import JudgedChatModel  # noqa: E402
 from rain_integrations.langchain.guard import RainGuard  # noqa: E402
-from rain_integrations.langchain.tool_results import (  # noqa: E402
-    aguard_result,
-    guard_result,
-    with_verdict,
-)
+from rain_integrations.langchain.guarded_tool import GuardedTool  # noqa: E402
+from rain_integrations.langchain.tool_results import with_verdict  # noqa: E402
 from rain_search.errors import ConfigError  # noqa: E402
 
 ToolResult = ToolMessage | Command[Any]
 ModelResult = ModelResponse[Any] | AIMessage | ExtendedModelResponse[Any]
+OWN_OPTIONS = (
+    "guard",
+    "apply_to_tool_results",
+    "apply_to_output",
+    "apply_to_input",
+    "tools",
+    "name",
+)
+INPUT = "the user's input"
 
 
 class RainGuardMiddleware(AgentMiddleware):
-    """Judge an agent's tool results (and, optionally, its answers) with RAIN.
+    """Judge an agent's tool results (and, optionally, its input and answers) with RAIN.
 
     ``guard`` is a :class:`RainGuard`; or give its options here instead
-    (``evaluator=``, ``llm=``, ``policy=``, ``threshold=``, ``replacement=``...).
-    ``tools`` limits the judging to the tools of those names. A judged
-    message carries ``response_metadata["rain_guard"]`` (score and action); a
-    tool's own ``artifact`` is kept.
+    (``evaluator=``, ``aevaluator=``, ``llm=``, ``policy=``, ``threshold=``,
+    ``replacement=``...). ``tools`` limits the judging to the tools of those
+    names. A judged message carries ``response_metadata["rain_guard"]`` (score
+    and action); a tool's own ``artifact`` is kept. ``policy="block"`` stops the
+    run with :class:`~rain_integrations.langchain.GuardViolation`. An unknown option
+    raises :class:`~rain_integrations.langchain.UnknownOption` naming the valid ones.
     """
 
     def __init__(
@@ -64,46 +82,87 @@ class RainGuardMiddleware(AgentMiddleware):
         *,
         apply_to_tool_results: bool = True,
         apply_to_output: bool = False,
+        apply_to_input: bool = False,
         tools: Collection[str] | None = None,
+        name: str | None = None,
         **guard_options: Any,
     ) -> None:
         super().__init__()
+        guard_fields = set(RainGuard.model_fields) - {"name"}
+        refuse_unknown(type(self).__name__, guard_options, guard_fields | set(OWN_OPTIONS))
+        if guard is not None and not isinstance(guard, RainGuard):
+            raise ConfigError(
+                f"RainGuardMiddleware's first argument is a RainGuard, got "
+                f"{type(guard).__name__}; pass a judge as evaluator=..."
+            )
         if guard is not None and guard_options:
             raise ConfigError(f"pass a RainGuard or its options {sorted(guard_options)}, not both")
-        if not (apply_to_tool_results or apply_to_output):
+        if not (apply_to_tool_results or apply_to_output or apply_to_input):
             raise ConfigError(
-                "RainGuardMiddleware with apply_to_tool_results=False and apply_to_output=False "
-                "judges nothing; enable one of them"
+                "RainGuardMiddleware with apply_to_tool_results, apply_to_output and "
+                "apply_to_input all False judges nothing; enable one of them"
             )
         if isinstance(tools, str):
             raise ConfigError(f"tools= takes a list of tool names, e.g. [{tools!r}]")
+        if tools is not None and not apply_to_tool_results:
+            raise ConfigError("tools= names tools to judge, but apply_to_tool_results=False")
         self.guard = guard if guard is not None else RainGuard(**guard_options)
         self.apply_to_tool_results = apply_to_tool_results
         self.apply_to_output = apply_to_output
+        self.apply_to_input = apply_to_input
         self.tool_names = None if tools is None else frozenset(tools)
+        self._name = name
+
+    @property
+    def name(self) -> str:
+        """``RainGuardMiddleware[<what it judges>, judge=<judge>]``, or with the ``name=``
+        given: two guards of one agent need different names (LangChain refuses repeats)."""
+        if self._name is not None:
+            return f"{type(self).__name__}[{self._name}]"
+        judged = [
+            "input" if self.apply_to_input else "",
+            _tools_part(self.tool_names) if self.apply_to_tool_results else "",
+            "output" if self.apply_to_output else "",
+        ]
+        detail = ",".join([p for p in judged if p] + [f"judge={self.guard.judge_name}"])
+        return f"{type(self).__name__}[{detail.replace(':', '_').replace('|', '_')}]"
+
+    # -- the user's input ------------------------------------------------------------
+
+    def before_agent(self, state: AgentState[Any], runtime: Runtime[Any]) -> dict[str, Any] | None:
+        message = _last_human(state)
+        if not self.apply_to_input or message is None:
+            return None
+        return _input_update(message, *self.guard.check(message.text, None, INPUT))
+
+    async def abefore_agent(
+        self, state: AgentState[Any], runtime: Runtime[Any]
+    ) -> dict[str, Any] | None:
+        message = _last_human(state)
+        if not self.apply_to_input or message is None:
+            return None
+        return _input_update(message, *await self.guard.acheck(message.text, None, INPUT))
 
     # -- tool results ----------------------------------------------------------------
 
     def wrap_tool_call(
         self, request: ToolCallRequest, handler: Callable[[ToolCallRequest], ToolResult]
     ) -> ToolResult:
-        result = handler(request)
-        if not self._judges(request):
-            return result
-        checked: ToolResult = guard_result(self.guard, result, latest_question(request.state))
-        return checked
+        return handler(self._guarded(request))
 
     async def awrap_tool_call(
         self,
         request: ToolCallRequest,
         handler: Callable[[ToolCallRequest], Awaitable[ToolResult]],
     ) -> ToolResult:
-        result = await handler(request)
-        if not self._judges(request):
-            return result
-        question = latest_question(request.state)
-        checked: ToolResult = await aguard_result(self.guard, result, question)
-        return checked
+        return await handler(self._guarded(request))
+
+    def _guarded(self, request: ToolCallRequest) -> ToolCallRequest:
+        """The request with its tool judged (see :class:`GuardedTool`), if this guard judges it."""
+        if request.tool is None or not self._judges(request):
+            return request
+        tool = GuardedTool.of(request.tool, self.guard, latest_question(request.state))
+        return request.override(tool=tool)
 
     def _judges(self, request: ToolCallRequest) -> bool:
         if not self.apply_to_tool_results:
@@ -117,11 +176,7 @@ class RainGuardMiddleware(AgentMiddleware):
     ) -> ModelResult:
         if not self.apply_to_output:
             return handler(request)
-        question = latest_question({"messages": request.messages})
-        response = handler(held(request))
-        return _each_message(
-            response, lambda m: with_verdict(m, *self.guard.check(m.text, question))
-        )
+        return handler(judged(request, self.guard))
 
     async def awrap_model_call(
         self,
@@ -130,56 +185,40 @@ class RainGuardMiddleware(AgentMiddleware):
     ) -> ModelResult:
         if not self.apply_to_output:
             return await handler(request)
-        question = latest_question({"messages": request.messages})
-        response = await handler(held(request))
-        checked = {}
-        for message in _answers(response):
-            checked[id(message)] = with_verdict(
-                message, *await self.guard.acheck(message.text, question)
-            )
-        return _each_message(response, lambda m: checked[id(m)])
+        return await handler(judged(request, self.guard))
 
 
-def held(request: ModelRequest) -> ModelRequest:
-    """The request with its model's token stream held back from ``stream_mode="messages"``."""
+def judged(request: ModelRequest, guard: GuardSettings) -> ModelRequest:
+    """The request with its model's answers judged before any callback sees them."""
     model = request.model
     if not isinstance(model, BaseChatModel):
-        return request
-    tags = [*(model.tags or []), TAG_NOSTREAM]
-    return request.override(model=model.model_copy(update={"tags": tags}))
+        raise ConfigError(
+            f"apply_to_output needs the agent's model to be a LangChain chat model, got "
+            f"{type(model).__name__}"
+        )
+    question = latest_question({"messages": request.messages})
+    return request.override(model=JudgedChatModel(model=model, guard=guard, question=question))
+
+
+def _tools_part(names: frozenset[str] | None) -> str:
+    return "tools" if names is None else f"tools={'+'.join(sorted(names))}"
+
+
+def _last_human(state: Any) -> HumanMessage | None:
+    messages = state.get("messages", []) if isinstance(state, dict) else []
+    if not isinstance(messages, Sequence):
+        return None
+    return next((m for m in reversed(messages) if isinstance(m, HumanMessage)), None)
+
+
+def _input_update(message: HumanMessage, text: str, verdict: Verdict) -> dict[str, Any] | None:
+    """The state update putting the judged message in place of the user's (same id)."""
+    if verdict["action"] == "pass":
+        return None
+    return {"messages": [with_verdict(message, text, verdict)]}
 
 
 def latest_question(state: Any) -> str | None:
     """The text of the last human message in the agent's state (None if it has none)."""
-    messages = state.get("messages", []) if isinstance(state, dict) else []
-    if not isinstance(messages, Sequence):
-        return None
-    for message in reversed(messages):
-        if isinstance(message, HumanMessage):
-            return message.text
-    return None
-
-
-def _answers(response: ModelResult) -> list[AIMessage]:
-    """The AI messages with text that a model step produced."""
-    if isinstance(response, ExtendedModelResponse):
-        return _answers(response.model_response)
-    messages: list[BaseMessage] = (
-        [response] if isinstance(response, AIMessage) else list(response.result)
-    )
-    return [m for m in messages if isinstance(m, AIMessage) and m.text.strip()]
-
-
-def _each_message(response: ModelResult, change: Callable[[AIMessage], BaseMessage]) -> ModelResult:
-    """``response`` with each of its :func:`_answers` passed through ``change``."""
-    judged = {id(m) for m in _answers(response)}
-    if isinstance(response, ExtendedModelResponse):
-        inner = _each_message(response.model_response, change)
-        assert isinstance(inner, ModelResponse)
-        return ExtendedModelResponse(model_response=inner, command=response.command)
-    if isinstance(response, AIMessage):
-        return change(response) if id(response) in judged else response  # type: ignore[return-value]
-    result = [
-        change(m) if isinstance(m, AIMessage) and id(m) in judged else m for m in response.result
-    ]
-    return ModelResponse(result=result, structured_response=response.structured_response)
+    message = _last_human(state)
+    return None if message is None else message.text

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from langchain_core.messages import BaseMessage, convert_to_messages
+from langchain_core.messages import BaseMessage, ToolMessage, convert_to_messages
 
 from rain_search.errors import ConfigError
 
@@ -31,28 +31,38 @@ def command_type() -> type | None:
     return Command
 
 
-def guard_result(guard: GuardSettings, result: Any, prompt: str | None) -> Any:
-    """``result`` with every text the model would read judged and acted on."""
+def guard_result(guard: GuardSettings, result: Any, prompt: str | None, tool: str) -> Any:
+    """``result`` of tool ``tool`` with every text the model would read judged and acted on."""
+    subject = f"tool result of {tool!r}"
     if isinstance(result, BaseMessage):
-        return with_verdict(result, *guard.check(result.text, prompt))
-    if _is_command(result):
-        checked = [with_verdict(m, *guard.check(m.text, prompt)) for m in added(result.update)]
-        return replace(result, update=with_messages(result.update, checked))
-    text, verdict = guard.check(_as_text(result), prompt)
-    return result if verdict["action"] in ("pass", "annotate") else text
-
-
-async def aguard_result(guard: GuardSettings, result: Any, prompt: str | None) -> Any:
-    """:func:`guard_result` for async agents (the judge runs off the event loop)."""
-    if isinstance(result, BaseMessage):
-        return with_verdict(result, *await guard.acheck(result.text, prompt))
+        return with_verdict(result, *guard.check(result.text, prompt, subject))
     if _is_command(result):
         checked = [
-            with_verdict(m, *await guard.acheck(m.text, prompt)) for m in added(result.update)
+            with_verdict(m, *guard.check(m.text, prompt, subject)) for m in added(result.update)
         ]
         return replace(result, update=with_messages(result.update, checked))
-    text, verdict = await guard.acheck(_as_text(result), prompt)
+    text, verdict = guard.check(_as_text(result), prompt, subject)
     return result if verdict["action"] in ("pass", "annotate") else text
+
+
+async def aguard_result(guard: GuardSettings, result: Any, prompt: str | None, tool: str) -> Any:
+    """:func:`guard_result` for async agents (the judge runs off the event loop)."""
+    subject = f"tool result of {tool!r}"
+    if isinstance(result, BaseMessage):
+        return with_verdict(result, *await guard.acheck(result.text, prompt, subject))
+    if _is_command(result):
+        checked = [
+            with_verdict(m, *await guard.acheck(m.text, prompt, subject))
+            for m in added(result.update)
+        ]
+        return replace(result, update=with_messages(result.update, checked))
+    text, verdict = await guard.acheck(_as_text(result), prompt, subject)
+    return result if verdict["action"] in ("pass", "annotate") else text
+
+
+def subject_of(message: ToolMessage) -> str:
+    """What a decision on ``message`` names as judged."""
+    return f"tool result of {message.name!r}" if message.name else "a tool result"
 
 
 def with_verdict(message: BaseMessage, text: str, verdict: Verdict) -> BaseMessage:
