@@ -96,7 +96,7 @@ SPECS = (
     Spec(
         "rain:e2e_request_latency_seconds",
         "histogram",
-        "Seconds from a completion request's arrival to the end of its response.",
+        "Seconds from a completion request's arrival to the end of its 200 response.",
     ),
 )
 
@@ -132,7 +132,7 @@ class ServerMetrics:
         self._record("rain:num_requests_waiting", waiting)
 
     def finished(self, route: str, status: int, seconds: float | None) -> None:
-        """A request's response ended (``seconds`` for completion routes)."""
+        """A request's response ended (``seconds``: an answered completion's latency)."""
         self._record("rain:requests_finished", 1, route=route, status=str(status))
         if seconds is not None:
             self._record("rain:e2e_request_latency_seconds", seconds)
@@ -244,7 +244,8 @@ class MetricsMiddleware:
     def count(self, path: str, seen: Response, arrival: float) -> None:
         if seen.status is None:
             return  # the client left before any answer: no status to count
-        seconds = time.perf_counter() - arrival if path in TIMED else None
+        answered = path in TIMED and seen.status == 200
+        seconds = time.perf_counter() - arrival if answered else None
         self.metrics.finished(path if path in ROUTES else "other", seen.status, seconds)
         if seen.refused:
             self.metrics.refused(seen.reason())
@@ -259,7 +260,9 @@ class Response:
 
     @property
     def refused(self) -> bool:
-        return self.status is not None and (400 <= self.status < 500 or self.status == 503)
+        """A 4xx (but 499, the client leaving) or a 503 (busy)."""
+        status = self.status or 0
+        return (400 <= status < 500 and status != 499) or status == 503
 
     def see(self, message: dict[str, Any]) -> None:
         if message["type"] == "http.response.start":
