@@ -122,7 +122,8 @@ def replay(body: bytes, receive: Any) -> Any:
         if not sent:
             sent = True
             return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
+        message: Message = await receive()
+        return message
 
     return again
 
