@@ -96,6 +96,14 @@ class RainConfig(BaseModel):
         "among children with at least half the most real visits, or auto: visits with one leaf "
         "at a time, value with parallel leaves (whose rounds hand out visits before values).",
     )
+    commit_margin: float | None = Field(
+        None,
+        gt=0.0,
+        le=2.0,
+        description="Beyond the paper: a child whose value is this much or more below a "
+        "visited sibling's is never committed; the commit rule picks among the rest "
+        "(None: the commit rule alone, as the paper).",
+    )
     # Budget per committed step.
     max_iterations: int = Field(
         50, ge=1, le=10_000, description="T: visits per step, inherited ones included."

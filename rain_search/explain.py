@@ -1,9 +1,12 @@
 """Showing a RAIN run: the candidates each step weighed, and which one it kept.
 
-A user sees *why* the search rewound: a candidate the model liked (high
-prior) but the judge scored low gathers few visits and is dropped, and the
-committed set is the most visited one (with parallel leaves, the best valued
-of the well-visited ones: ``RainConfig.commit_rule``).
+A user sees *why* each candidate was kept or left: a candidate the model
+liked (high prior) but the judge scored low gathers few visits and is left,
+the committed set is the most visited one (with parallel leaves, the best
+valued of the well-visited ones: ``RainConfig.commit_rule``), and a set the
+search committed and then took back is shown as rewound. Every label is the
+commit's own verdict (:class:`~rain_search.steps.Candidate.verdict`), never
+guessed again from the numbers, so it says what the search did.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from rain_search.extras import require
-from rain_search.steps import Candidate, LeafRun, StepStats
+from rain_search.steps import Candidate, LeafRun, StepStats, Verdict
 
 
 class Run(Protocol):
@@ -34,6 +37,20 @@ class Run(Protocol):
 BAR = 12
 GREY = (0.8, 0.8, 0.8)
 
+LABELS: dict[Verdict, str] = {
+    "most_visits": "✓ kept: most visits",
+    "best_value": "✓ kept: best value of the well-visited",
+    "overruled": "✓ kept: the rule's first pick was judged clearly worse",
+    "fewer_visits": "✗ fewer visits than the kept one",
+    "worse": "✗ judged worse than the kept one",
+    "tied": "✗ tied with the kept one (the first is kept)",
+    "few_visits": "✗ too few visits to weigh",
+    "clearly_worse": "✗ judged clearly worse than a sibling: never committed",
+    "unvisited": "· never visited",
+    "rewound": "↶ rewound: committed, then every continuation judged bad",
+}
+"""What each verdict of the commit (:data:`~rain_search.steps.Verdict`) is shown as."""
+
 
 def explain_text(result: Run) -> str:
     """One block per committed step, candidates sorted by visits, the kept one marked."""
@@ -53,8 +70,9 @@ def explain_text(result: Run) -> str:
         )
         ranked = sorted(step.candidates, key=lambda c: (-c.visits, -c.value))
         most = max((c.visits for c in ranked), default=1.0) or 1.0
-        for i, candidate in enumerate(ranked):
-            branch = "└─" if i == len(ranked) - 1 else "├─"
+        shown = [*ranked, *step.rewound]
+        for i, candidate in enumerate(shown):
+            branch = "└─" if i == len(shown) - 1 else "├─"
             lines.append(f"  {branch} {_describe(candidate, most)}")
         if widest_round(step.leaves) > 1:
             lines.append(f"  leaves run together (calls {_rounds(step.leaves)})")
@@ -116,16 +134,10 @@ def plot_rounds(result: Run, path: str) -> None:
 
 
 def _describe(candidate: Candidate, most_visits: float) -> str:
-    bar = "█" * round(BAR * candidate.visits / most_visits)
-    if candidate.chosen:
-        mark = "✓ kept"
-    elif candidate.real_visits and candidate.value < 0:
-        mark = "✗ rewound: judged bad"
-    else:
-        mark = "not kept" if candidate.real_visits else "unvisited"
+    bar = "█" * min(BAR, round(BAR * candidate.visits / most_visits))
     return (
         f"{candidate.text!r:<28} visits {candidate.visits:5.1f} {bar:<{BAR}} "
-        f"value {candidate.value:+.2f} prior {candidate.prior:.2f}  {mark}"
+        f"value {candidate.value:+.2f} prior {candidate.prior:.2f}  {LABELS[candidate.verdict]}"
     )
 
 

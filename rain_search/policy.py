@@ -42,6 +42,7 @@ from rain_search.stats import Counters
 from rain_search.step_record import StepProgress, make_result
 from rain_search.stops import Stops
 from rain_search.tree import (
+    Decision,
     Node,
     ValueRange,
     Visits,
@@ -50,7 +51,7 @@ from rain_search.tree import (
     all_judged_bad,
     assign_priors,
     backup,
-    best_child,
+    decide,
     drop_child_visits,
     early_stop,
     mix_root_noise,
@@ -184,7 +185,11 @@ class TreeSearch(Generic[StateT]):
         # Judged again after every leaf: leaves answered in the same batch may undo an early
         # stop that the first of them made true, and the commit must see the state that held.
         stopped = early_stop(
-            root, config.early_stop_visits, config.early_stop_value, config.commit_by
+            root,
+            config.early_stop_visits,
+            config.early_stop_value,
+            config.commit_by,
+            config.commit_margin,
         )
         spent = self.step.fresh >= config.min_fresh_iterations and root.fn >= config.max_iterations
         self.step.stopped_early = stopped
@@ -206,13 +211,14 @@ class TreeSearch(Generic[StateT]):
         if self.can_rewind(root):
             self.rewind()
             return []
-        child = best_child(root, self.config.commit_by)
+        decision = decide(root, self.config.commit_by, self.config.commit_margin)
+        child = decision.chosen
         answer, shown_text = list(self.answer), self.step.shown_text
         self.answer.extend(child.token_ids)
         text, finish, self.answer = self.stops.finish(
             self.answer, self.backend.eos_token_ids, self.config.max_new_tokens
         )
-        stats = self.step_stats(root, child, text[len(shown_text) :], self.answer[len(answer) :])
+        stats = self.step_stats(root, decision, text[len(shown_text) :], self.answer[len(answer) :])
         self.steps_done.append(stats)
         final = [self.held.stats] if self.held is not None else []
         self.held = None
@@ -259,16 +265,18 @@ class TreeSearch(Generic[StateT]):
         self.root, self.answer = parent, held.answer
         self.step = held.step
         self.step.fresh, self.step.stopped_early = 0, False
-        self.step.rewinds += 1
+        self.step.take_back(held.chosen, held.chosen_then, self.backend.decode)
         self.step.inherited = int(parent.fn)
         self.closing = self.round_open = False
 
-    def step_stats(self, root: Node, child: Node, text: str, token_ids: list[int]) -> StepStats:
-        """The statistics of the step committing ``child``; ``text``: what it adds."""
+    def step_stats(
+        self, root: Node, decision: Decision, text: str, token_ids: list[int]
+    ) -> StepStats:
+        """The statistics of the step ``decision`` commits; ``text``: what it adds."""
         return self.step.stats(
             index=len(self.steps_done),
             root=root,
-            chosen=child,
+            decision=decision,
             text=text,
             token_ids=token_ids,
             cost=self.cost,
@@ -444,13 +452,16 @@ class TreeSearch(Generic[StateT]):
 
         As in the reference, one try adds at most one child: the next top
         token for 1-token sets, one sampled set otherwise (nothing when the
-        sample repeats a sibling); the siblings keep their priors.
+        sample repeats a sibling); the siblings keep their priors. A node with
+        a single child got it because every sample repeated it, so another
+        sample would most likely repeat it too: its new child starts with the
+        most likely first token no child starts with, then is sampled on.
         """
         node = path[-1]
         length = self.set_length(path)
         request = ExpandRequest(
             length=length,
-            mode="top" if length == 1 else "sample",
+            mode="top" if length == 1 or len(node.children) == 1 else "sample",
             count=1,
             keep=1,
             exclude=[child.token_ids for child in node.children],

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from rain_search.result import Candidate, FinishReason, LeafRun, RainResult, StepStats
 from rain_search.stats import Counters
-from rain_search.tree import Node, count_nodes
+from rain_search.tree import Decision, Node, Visits, count_nodes
 
 Decode = Callable[[Sequence[int]], str]
 """Token ids to text (the backend's ``decode``)."""
@@ -35,20 +35,38 @@ class StepProgress:
     similarity_updates: int = 0
     leaves: list[LeafRun] = field(default_factory=list)
     rewinds: int = 0
+    rewound: list[Candidate] = field(default_factory=list)  # children committed, then taken back
+
+    def take_back(self, child: Node, then: Visits, decode: Decode) -> None:
+        """Record that ``child`` (with ``then``, its statistics at the commit) was taken back."""
+        self.rewinds += 1
+        self.rewound.append(
+            Candidate(
+                text=decode(child.token_ids),
+                token_ids=child.token_ids,
+                visits=then.n,
+                real_visits=then.fn,
+                value=then.q,
+                prior=child.prior,
+                chosen=False,
+                verdict="rewound",
+            )
+        )
 
     def stats(
         self,
         *,
         index: int,
         root: Node,
-        chosen: Node,
+        decision: Decision,
         text: str,
         token_ids: Sequence[int],
         cost: Counters,
         decode: Decode,
     ) -> StepStats:
-        """The step as committed: ``chosen`` below ``root``, ``cost`` the search's so far."""
+        """The step as committed by ``decision`` below ``root``; ``cost``: the search's so far."""
         spent = cost - self.before
+        chosen = decision.chosen
         return StepStats(
             index=index,
             text=text,
@@ -65,15 +83,17 @@ class StepProgress:
             value=chosen.q,
             early_stopped=self.stopped_early,
             rewinds=self.rewinds,
+            rewound=list(self.rewound),
             tree_size=count_nodes(root),
             wall_time=time.perf_counter() - self.started,
-            candidates=candidates(root, chosen, decode),
+            candidates=candidates(decision, decode),
             leaves=self.leaves,
         )
 
 
-def candidates(root: Node, chosen: Node, decode: Decode) -> list[Candidate]:
-    """The root's children at commit time, for :meth:`RainResult.explain`."""
+def candidates(decision: Decision, decode: Decode) -> list[Candidate]:
+    """The root's children at commit time and the commit's verdict on each, for
+    :meth:`RainResult.explain`."""
     return [
         Candidate(
             text=decode(child.token_ids),
@@ -82,9 +102,10 @@ def candidates(root: Node, chosen: Node, decode: Decode) -> list[Candidate]:
             real_visits=child.fn,
             value=child.q,
             prior=child.prior,
-            chosen=child is chosen,
+            chosen=child is decision.chosen,
+            verdict=verdict,
         )
-        for child in root.children
+        for child, verdict in zip(decision.children, decision.verdicts, strict=True)
     ]
 
 

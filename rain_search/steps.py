@@ -7,11 +7,45 @@ Below :mod:`rain_search.result` (a result holds its steps) and
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
+
+Verdict = Literal[
+    "most_visits",
+    "best_value",
+    "overruled",
+    "fewer_visits",
+    "worse",
+    "tied",
+    "few_visits",
+    "clearly_worse",
+    "unvisited",
+    "rewound",
+]
+"""Why a step kept or left a candidate: the commit's own record (``tree.decide``).
+
+Kept: ``most_visits`` (the visits rule), ``best_value`` (the value rule), or
+``overruled`` (the rule's own pick was judged clearly worse than a sibling,
+``commit_margin``, and this child is the rule's pick among the rest). Left:
+``fewer_visits`` (fewer visits than the kept child under the visits rule, or
+its value with fewer visits under the value rule), ``worse`` (a lower value
+than the kept child: the value rule, or the visits rule's tie-break), ``tied``
+(the same visits and value: the first one is kept), ``few_visits`` (the value
+rule: under half the most real visits, so not weighed), ``clearly_worse``
+(its value ``commit_margin`` or more below a visited sibling's: never
+committed), ``unvisited`` (no real visit), ``rewound`` (committed, then taken
+back because every child below it was judged bad).
+"""
+
+KEPT: frozenset[Verdict] = frozenset({"most_visits", "best_value", "overruled"})
 
 
 @dataclass
 class Candidate:
-    """One child of the root when a step was committed: what the search weighed."""
+    """One child of the root when a step was committed: what the search weighed.
+
+    ``verdict`` is why the commit kept or left it, from the same record the
+    commit was made from, so an explanation cannot say what did not happen.
+    """
 
     text: str
     token_ids: tuple[int, ...]
@@ -20,6 +54,7 @@ class Candidate:
     value: float
     prior: float
     chosen: bool
+    verdict: Verdict
 
 
 @dataclass
@@ -60,3 +95,4 @@ class StepStats:
     candidates: list[Candidate] = field(default_factory=list)
     leaves: list[LeafRun] = field(default_factory=list)
     rewinds: int = 0  # times this step was taken back from a dead end and decided again
+    rewound: list[Candidate] = field(default_factory=list)  # the children taken back, in order

@@ -291,16 +291,19 @@ def test_timeout_still_commits_one_searched_step() -> None:
     assert "timeout" in result.warnings[0]
 
 
-def test_explain_shows_each_step_candidates_and_the_rewound_ones(tmp_path) -> None:
+def test_explain_says_why_each_candidate_was_left_and_nothing_was_rewound(tmp_path) -> None:
     _, result = run(RainConfig(max_new_tokens=7, seed=1))
     text = result.explain()
     assert text.splitlines()[0] == "RAIN search: 3 steps, finish=length"
-    assert text.count("✓ kept") == 3  # one kept candidate per step
+    assert text.count("✓ kept: most visits") == 3  # one kept candidate per step
     first = result.steps[0]
     assert [c.chosen for c in first.candidates].count(True) == 1
     bad = next(c for c in first.candidates if c.text == "bad")
     assert bad.value < 0 and not bad.chosen  # the greedy favourite was judged bad and dropped
-    assert "'bad'" in text and "✗ rewound: judged bad" in text
+    line = next(line for line in text.splitlines() if "'bad' " in line)
+    assert line.endswith("✗ fewer visits than the kept one")
+    assert "rewound" not in text  # no step was taken back (max_rewinds=0)
+    assert "· never visited" in text
     result.plot_tree(str(tmp_path / "tree.png"))
     assert (tmp_path / "tree.png").read_bytes()[:4] == b"\x89PNG"
 
@@ -374,7 +377,12 @@ def test_a_dead_end_rewinds_into_the_previous_step_and_takes_another_child() -> 
     # the reader never saw the step that was taken back, and the steps add up to the text
     assert [step.text for step in shown] == result.token_sets
     assert "".join(s.text for s in shown) == result.text
-    assert "decided again after 1 dead end below it" in result.explain()
+    text = result.explain()
+    assert "decided again after 1 dead end below it" in text
+    rewound = [line for line in text.splitlines() if "rewound" in line]
+    assert len(rewound) == 1 and rewound[0].split()[1] == "'good'"
+    assert rewound[0].endswith("↶ rewound: committed, then every continuation judged bad")
+    assert [c.text for c in result.steps[0].rewound] == ["good"]
 
 
 def test_all_judged_bad_needs_a_visited_child_and_every_visited_one_below_zero() -> None:
@@ -388,3 +396,71 @@ def test_all_judged_bad_needs_a_visited_child_and_every_visited_one_below_zero()
     second.add_value(0.5)
     second.fn = 1
     assert not all_judged_bad(root)
+
+
+class CollapsingBackend(FakeBackend):
+    """Every sample is the favourite "bad" (the samples collapse to the greedy set);
+    a ``top`` set of several tokens repeats its first token, which no sample would pick."""
+
+    def sample(self, prefix, attempt, request, generator) -> tuple[int, ...]:
+        return (BAD,) * request.length
+
+    def expand(self, path, request, generator) -> Expansion:
+        expansion = super().expand(path, request, generator)
+        if request.mode == "top" and request.length > 1:
+            for proposal in expansion.proposals:
+                proposal.token_ids = proposal.token_ids * request.length
+        return expansion
+
+
+def test_a_node_whose_samples_collapse_gets_a_sibling_for_its_bad_only_child() -> None:
+    # Step 2's sets are 2 tokens: the greedy set and every sample are "bad bad", one child
+    # judged -1. Dynamic addition must still widen it, with the most likely first token no
+    # child starts with (sampling again would repeat "bad bad"), and the step keeps that.
+    backend = CollapsingBackend()
+    config = RainConfig(max_new_tokens=3, num_children=3, seed=0)
+    _, result = run(config, backend=backend)
+    added = [r for r in backend.requests if r.exclude]
+    assert added and (added[0].mode, added[0].length, added[0].count) == ("top", 2, 1)
+    assert list(added[0].exclude) == [(BAD, BAD)]
+    second = result.steps[1]
+    assert [c.token_ids for c in second.candidates][:2] == [(BAD, BAD), (GOOD, GOOD)]
+    assert second.token_ids == (GOOD, GOOD) and "bad" not in result.text
+    assert next(c for c in second.candidates if c.token_ids == (BAD, BAD)).verdict != "rewound"
+
+
+def test_a_child_judged_good_keeps_its_sampled_siblings_alone() -> None:
+    backend = CollapsingBackend()
+    run(RainConfig(max_new_tokens=3, num_children=3, seed=0), lambda t: 1.0, backend)
+    assert not [r for r in backend.requests if r.exclude]  # no addition below a +1 child
+
+
+def margin_config(margin: float | None) -> RainConfig:
+    """One leaf, 4 visits a step, two children: too few visits for +1 to overtake -1."""
+    return RainConfig(
+        max_new_tokens=1,
+        num_children=2,
+        max_iterations=4,
+        min_fresh_iterations=4,
+        commit_margin=margin,
+        similarity_weight=0.0,
+    )
+
+
+def test_at_one_leaf_a_margin_commits_the_child_the_judge_liked_over_the_most_visited() -> None:
+    # The prior favours "bad": it gets 2 visits at -1 before "good" gets 1 at +1.
+    _, paper = run(margin_config(None))
+    kept = next(c for c in paper.steps[0].candidates if c.chosen)
+    assert (kept.text, kept.real_visits, kept.value, kept.verdict) == (
+        "bad",
+        2,
+        -1.0,
+        "most_visits",
+    )
+    _, margin = run(margin_config(1.0))
+    assert margin.text == "good"
+    assert [(c.text, c.verdict) for c in margin.steps[0].candidates] == [
+        ("bad", "clearly_worse"),
+        ("good", "overruled"),
+    ]
+    assert "✓ kept: the rule's first pick was judged clearly worse" in margin.explain()

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+import random
 
 import pytest
 import torch
 
+from rain_search.steps import KEPT
 from rain_search.tree import (
     Node,
     ValueRange,
@@ -18,6 +20,7 @@ from rain_search.tree import (
     best_child,
     children_alike,
     clip_greedy,
+    decide,
     drop_child_visits,
     early_stop,
     mix_root_noise,
@@ -179,13 +182,19 @@ def test_dynamic_addition_triggers() -> None:
     assert needs_more_children(root, 24, 0.03, max_children=20)
 
 
-def test_a_single_child_never_counts_as_alike() -> None:
-    # Its variance is undefined (NaN in the reference), so dynamic addition never fires:
-    # otherwise a one-child node would repeat an expansion on every pass.
+def test_a_single_child_judged_bad_asks_for_siblings() -> None:
+    # Its variance is undefined (NaN in the reference), so it is never "alike"; but one
+    # child is the extreme of too alike to choose between: the node must widen when
+    # that child is judged bad, or a node whose samples collapse keeps it whatever it scored.
     root = family((2, -0.5, 1.0))
     root.children[0].embedding = torch.tensor([1.0, 0.0])
     assert not children_alike(root, 10, 0.03)
-    assert not needs_more_children(root, 10, 0.03, max_children=20)
+    assert needs_more_children(root, 10, 0.03, max_children=20)
+    assert not needs_more_children(root, 10, 0.03, max_children=1)  # bounded as the paper's
+    root.children[0].q = 0.2
+    assert not needs_more_children(root, 10, 0.03, max_children=20)  # judged good: keep it
+    root.children[0].q, root.children[0].fn = -0.5, 0
+    assert not needs_more_children(root, 10, 0.03, max_children=20)  # not judged yet
 
 
 def test_best_child_by_visits_then_value() -> None:
@@ -269,3 +278,62 @@ def test_auto_commits_by_visits_one_leaf_at_a_time_and_by_value_in_parallel() ->
     assert RainConfig().commit_by == "visits"
     assert RainConfig(parallel_leaves=8).commit_by == "value"
     assert RainConfig(parallel_leaves=8, commit_rule="visits").commit_by == "visits"
+
+
+def verdicts(root: Node, rule: str = "visits", margin: float | None = None) -> list[str]:
+    decision = decide(root, rule, margin)  # type: ignore[arg-type]
+    assert decision.verdict(decision.chosen) in KEPT
+    return list(decision.verdicts)
+
+
+def test_visits_rule_verdicts_say_why_each_child_was_left() -> None:
+    root = family((3, 0.9, 0.2), (5, -0.2, 0.3), (5, -0.6, 0.2), (0, 0.0, 0.3))
+    assert verdicts(root) == ["fewer_visits", "most_visits", "worse", "unvisited"]
+    tied = family((2, 0.5, 0.5), (2, 0.5, 0.5))
+    assert verdicts(tied) == ["most_visits", "tied"]
+
+
+def test_value_rule_verdicts_say_why_each_child_was_left() -> None:
+    root = family((4, 0.0, 0.2), (3, 1.0, 0.1), (3, 1.0, 0.1), (1, 1.0, 0.1), (2, -0.5, 0.5))
+    # 'best' 3 visits at +1; its twin ties; 1 visit is under half of 4; -0.5 is worse
+    assert verdicts(root, "value") == ["worse", "best_value", "tied", "few_visits", "worse"]
+    fewer = family((4, 1.0, 0.5), (2, 1.0, 0.5))
+    assert verdicts(fewer, "value") == ["best_value", "fewer_visits"]
+
+
+def test_a_margin_never_commits_a_child_judged_clearly_worse_than_a_visited_sibling() -> None:
+    # The step at one leaf: 6 visits at -1.00 over 5 at +1.00.
+    root = family((6, -1.0, 0.6), (5, 1.0, 0.3), (1, 0.2, 0.1))
+    assert best_child(root) is root.children[0]  # the paper's rule alone
+    assert verdicts(root, "visits", 1.0) == ["clearly_worse", "overruled", "fewer_visits"]
+    # exactly the target's bound: -0.5 against +0.5 is ruled out, -0.49 is not
+    assert best_child(family((6, -0.5, 0.5), (5, 0.5, 0.5)), "visits", 1.0).q == 0.5
+    assert best_child(family((6, -0.49, 0.5), (5, 0.5, 0.5)), "visits", 1.0).q == -0.49
+    # a clearly worse child that would not have won anyway: the rule's pick stands
+    root = family((6, 0.9, 0.6), (5, -0.5, 0.3))
+    assert verdicts(root, "visits", 1.0) == ["most_visits", "clearly_worse"]
+    # under the value rule the contenders are weighed among the rest: half of 2 visits
+    root = family((6, -1.0, 0.5), (2, 0.8, 0.5), (1, 0.0, 0.5))
+    assert verdicts(root, "value", 1.0) == ["clearly_worse", "overruled", "worse"]
+
+
+def test_a_margin_holds_on_any_family() -> None:
+    # Whatever the statistics, with margin 1 no commit has value <= -0.5 beside a
+    # visited sibling at >= +0.5, under either rule.
+    rng = random.Random(0)
+    for _ in range(2000):
+        stats = [
+            (rng.choice([0, 1, 2, 3, 6]), rng.choice([-1.0, -0.5, 0.0, 0.5, 1.0]), 0.2)
+            for _ in range(rng.randint(1, 5))
+        ]
+        root = family(*stats)
+        for rule in ("visits", "value"):
+            chosen = decide(root, rule, 1.0).chosen  # type: ignore[arg-type]
+            best = max((c.q for c in root.children if c.fn > 0), default=None)
+            assert not (best is not None and best >= 0.5 and chosen.q <= -0.5)
+
+
+def test_early_stop_judges_the_child_the_margin_commits() -> None:
+    root = family((8, -1.0, 0.5), (5, 0.9, 0.5))
+    assert not early_stop(root, 3, 0.8, "visits")
+    assert early_stop(root, 3, 0.8, "visits", margin=1.0)
