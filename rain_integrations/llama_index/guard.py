@@ -19,9 +19,10 @@ from typing import Any
 from llama_index.core.base.llms.types import TextBlock
 from llama_index.core.tools import BaseTool, FunctionTool, ToolOutput, adapt_to_async_tool
 from llama_index.core.workflow import Context
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
-from rain_integrations._guard import GuardSettings, Verdict
+from rain_integrations._guard import Verdict
+from rain_integrations.llama_index.events import DispatchingGuard
 
 CTX = "rain_guard_ctx"
 """The keyword under which an agent hands the guarded tool its workflow context."""
@@ -37,12 +38,16 @@ class GuardedToolOutput(ToolOutput):
         self.rain_guard = rain_guard
 
 
-class RainGuard(GuardSettings):
-    """Judge LlamaIndex tool outputs and pass, replace or regenerate them.
+class RainGuard(DispatchingGuard):
+    """Judge LlamaIndex tool outputs and pass, replace, regenerate or block them.
 
     ``llm=`` is a :class:`~rain_integrations.llama_index.Rain` (its judge scores,
-    its search rewrites under ``policy='regenerate'``), or give ``evaluator=``.
+    its search rewrites under ``policy='regenerate'``), or give ``evaluator=``
+    (and, for a sync one, its async twin ``aevaluator=``). Each decision is
+    logged and dispatched as a :class:`~rain_integrations.llama_index.RainGuardEvent`.
     """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
 
     def wrap_tool(self, tool: BaseTool) -> GuardedTool:
         """The same tool (name, description, argument schema), its output judged."""
@@ -52,10 +57,11 @@ class RainGuard(GuardSettings):
         return [self.wrap_tool(tool) for tool in tools]
 
     def guarded(self, output: ToolOutput, question: str | None) -> GuardedToolOutput:
-        return _replaced(output, *self.check(output.content, question))
+        return _replaced(output, *self.check(output.content, question, _subject(output)))
 
     async def aguarded(self, output: ToolOutput, question: str | None) -> GuardedToolOutput:
-        return _replaced(output, *await self.acheck(output.content, question))
+        checked = await self.acheck(output.content, question, _subject(output))
+        return _replaced(output, *checked)
 
 
 class GuardedTool(FunctionTool):
@@ -99,6 +105,10 @@ async def user_message(ctx: Context | None) -> str | None:
         return None
     value = await ctx.store.get("user_msg_str", default=None)
     return value if isinstance(value, str) else None
+
+
+def _subject(output: ToolOutput) -> str:
+    return f"tool result of {output.tool_name!r}"
 
 
 def _replaced(output: ToolOutput, text: str, verdict: Verdict) -> GuardedToolOutput:

@@ -21,7 +21,16 @@ from llama_index.core.llms.custom import CustomLLM
 from pydantic import model_validator
 
 from rain_integrations._params import RainParams, chat_messages, search_metadata, token_usage
+from rain_search.errors import Unsupported
 from rain_search.models import context_window
+
+NO_STRUCTURED = (
+    "Rain does not support {method}: RAIN's tree search decodes free text, with no "
+    "function calling or schema-constrained decoding, so LlamaIndex's structured programs "
+    "fail on its output with a JSON parsing error. Ask for the fields in the prompt and "
+    "parse the text yourself (e.g. PydanticOutputParser), or use another LLM for "
+    "structured prediction (as_structured_llm goes through {method} too)."
+)
 
 ROLES = {
     MessageRole.SYSTEM.value: "system",
@@ -107,6 +116,20 @@ class Rain(RainParams, CustomLLM):
         self, messages: Sequence[ChatMessage], **kwargs: Any
     ) -> ChatResponseAsyncGen:
         return self._achats(self._open_chat(messages, kwargs))
+
+    # -- structured prediction: refused with the reason ----------------------------------
+
+    def structured_predict(self, *args: Any, **kwargs: Any) -> Any:
+        raise Unsupported(NO_STRUCTURED.format(method="structured_predict"))
+
+    async def astructured_predict(self, *args: Any, **kwargs: Any) -> Any:
+        raise Unsupported(NO_STRUCTURED.format(method="astructured_predict"))
+
+    def stream_structured_predict(self, *args: Any, **kwargs: Any) -> Any:
+        raise Unsupported(NO_STRUCTURED.format(method="stream_structured_predict"))
+
+    async def astream_structured_predict(self, *args: Any, **kwargs: Any) -> Any:
+        raise Unsupported(NO_STRUCTURED.format(method="astream_structured_predict"))
 
     # -- steps to responses ------------------------------------------------------------
 

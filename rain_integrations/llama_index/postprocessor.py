@@ -3,8 +3,16 @@
 A retrieval-augmented answer is only as safe as the chunks put in front of
 the LLM; this postprocessor reads each one with a RAIN judge, the user's
 query as the prompt, and drops the ones judged bad (or, with ``drop=False``,
-annotates, replaces or rewrites them as a guard's ``policy`` says). The
-index's own nodes are never changed: a kept chunk whose text changes is a copy.
+annotates, replaces or rewrites them as a guard's ``policy`` says; ``block``
+raises :class:`~rain_integrations.llama_index.GuardViolation`). The index's
+own nodes are never changed: a kept chunk whose text changes is a copy.
+
+The judge reads exactly what the LLM will read: the node's content in
+``MetadataMode.LLM``, metadata included (an instruction hidden in a metadata
+field is judged like one in the body). A replaced or rewritten chunk shows
+the LLM the new text alone, its metadata hidden from the LLM as well.
+Every decision, a dropped node's included, is logged and dispatched as a
+:class:`~rain_integrations.llama_index.events.RainGuardEvent`.
 
 Built on llama-index-core alone: nothing here imports LangChain.
 """
@@ -13,22 +21,25 @@ from __future__ import annotations
 
 from typing import Any
 
-from llama_index.core.bridge.pydantic import Field
+from llama_index.core.bridge.pydantic import ConfigDict, Field
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
-from llama_index.core.schema import NodeWithScore, QueryBundle
+from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 
-from rain_integrations._guard import GuardSettings, Verdict
+from rain_integrations._guard import Verdict
+from rain_integrations.llama_index.events import DispatchingGuard
 
 VERDICT_KEY = "rain_guard"
 """The node metadata key of the verdict (kept out of the LLM's and the embedder's text)."""
 
 
-class RainNodePostprocessor(GuardSettings, BaseNodePostprocessor):
+class RainNodePostprocessor(DispatchingGuard, BaseNodePostprocessor):
     """Judge retrieved nodes; drop the bad ones, or act on them by ``policy``.
 
     >>> engine = index.as_query_engine(                              # doctest: +SKIP
     ...     node_postprocessors=[RainNodePostprocessor(evaluator=judge)])
     """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
 
     drop: bool = Field(
         default=True,
@@ -43,23 +54,42 @@ class RainNodePostprocessor(GuardSettings, BaseNodePostprocessor):
         self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
     ) -> list[NodeWithScore]:
         query = _query(query_bundle)
-        judged = [(node, *self.check(node.node.get_content(), query)) for node in nodes]
+        judged = [(node, *self.judged(llm_text(node), query)) for node in nodes]
+        for node, _, verdict in judged:
+            self.record(_subject(node), self._final(verdict))
         return self._kept(judged)
 
     async def _apostprocess_nodes(
         self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
     ) -> list[NodeWithScore]:
         query = _query(query_bundle)
-        judged = [(node, *await self.acheck(node.node.get_content(), query)) for node in nodes]
+        judged = [(node, *await self.ajudged(llm_text(node), query)) for node in nodes]
+        for node, _, verdict in judged:
+            await self.arecord(_subject(node), self._final(verdict))
         return self._kept(judged)
 
+    def _final(self, verdict: Verdict) -> Verdict:
+        """The verdict as acted on: a bad node under ``drop`` is dropped (``block`` still
+        blocks)."""
+        if self.drop and verdict["action"] not in ("pass", "block"):
+            return Verdict(score=verdict["score"], action="drop")
+        return verdict
+
     def _kept(self, judged: list[tuple[NodeWithScore, str, Verdict]]) -> list[NodeWithScore]:
-        kept = []
-        for node, text, verdict in judged:
-            if self.drop and verdict["action"] != "pass":
-                continue
-            kept.append(_with_verdict(node, text, verdict))
-        return kept
+        return [
+            _with_verdict(node, text, verdict)
+            for node, text, verdict in judged
+            if self._final(verdict)["action"] != "drop"
+        ]
+
+
+def llm_text(node: NodeWithScore) -> str:
+    """What the LLM reads of ``node``: its text with the metadata it is shown."""
+    return node.node.get_content(metadata_mode=MetadataMode.LLM)
+
+
+def _subject(node: NodeWithScore) -> str:
+    return f"node {node.node.node_id}"
 
 
 def _query(query_bundle: QueryBundle | None) -> str | None:
@@ -67,12 +97,17 @@ def _query(query_bundle: QueryBundle | None) -> str | None:
 
 
 def _with_verdict(node: NodeWithScore, text: str, verdict: Verdict) -> NodeWithScore:
-    """A copy of ``node`` saying ``text``, its verdict in metadata the LLM does not read."""
+    """A copy of ``node`` showing the LLM ``text``, its verdict in metadata the LLM does not
+    read. New text (a replacement, a rewrite) stands alone: the copy's metadata, which
+    the judged text included, is hidden from the LLM too."""
     copy: Any = node.node.model_copy()
     copy.metadata = {**node.node.metadata, VERDICT_KEY: dict(verdict)}
+    changed = text != llm_text(node)
     for field in ("excluded_llm_metadata_keys", "excluded_embed_metadata_keys"):
         excluded = [k for k in getattr(node.node, field) if k != VERDICT_KEY]
+        if changed and field == "excluded_llm_metadata_keys":
+            excluded = [k for k in node.node.metadata if k != VERDICT_KEY]
         setattr(copy, field, [*excluded, VERDICT_KEY])  # new lists: the index's stay as they are
-    if text != node.node.get_content():
+    if changed:
         copy.set_content(text)
     return NodeWithScore(node=copy, score=node.score)
