@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
@@ -20,6 +20,10 @@ from rain_search.knobs import refuse_unsupported
 from rain_search.models import load_options
 from rain_search.result import RainResult
 from rain_search.templates import EvalTemplate, load_template
+
+if TYPE_CHECKING:  # types only: building a generator imports torch, on first use
+    from rain_search.search import RainGenerator
+    from rain_search.stream import RainStream
 
 ALIASES = {"max_tokens": "max_new_tokens", "stop": "stop_sequences"}
 """The names LangChain's and LlamaIndex's standard parameters use for our fields."""
@@ -156,7 +160,7 @@ class RainParams(BaseModel):
         return cls(generator=generator, **{"config": generator.config, **kwargs})
 
     @property
-    def rain(self) -> Any:
+    def rain(self) -> RainGenerator:
         """The :class:`~rain_search.RainGenerator`, built (and the model loaded) on first use."""
         with self._lock:
             if self.generator is None:
@@ -174,7 +178,8 @@ class RainParams(BaseModel):
                         self.model_id, self.config, model_kwargs=self.load_options(), **parts
                     )
                     self._built_here = True
-            return self.generator
+            generator: RainGenerator = self.generator
+            return generator
 
     @property
     def model_name(self) -> str:
@@ -194,7 +199,7 @@ class RainParams(BaseModel):
 
     def open_stream(
         self, prompt: Any, stop: Sequence[str] | None, kwargs: Mapping[str, Any]
-    ) -> Any:
+    ) -> RainStream:
         """Start one generation: a :class:`~rain_search.search.RainStream` of its steps."""
         system, config = self.call_options(stop, kwargs)
         return self.rain.stream(prompt, system=system, config=config)

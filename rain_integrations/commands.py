@@ -22,8 +22,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from rain_integrations.batch.local import BatchSummary, RowCallback
-
-Commands = argparse._SubParsersAction
+    from rain_search.cli import Commands
 
 
 def add_serve(commands: Commands) -> None:

@@ -26,6 +26,9 @@ from rain_search.templates import builtin_names, dump_template, load_template
 if TYPE_CHECKING:
     from rain_search.search import RainGenerator
 
+    Commands = argparse._SubParsersAction[argparse.ArgumentParser]
+    """What a subcommand is added to: the ``rain`` parser's subparsers."""
+
 COMMANDS_GROUP = "rain_search.commands"
 """The entry point group of subcommands other packages (ours among them) add."""
 
@@ -33,8 +36,9 @@ COMMANDS_GROUP = "rain_search.commands"
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     quiet_libraries()
+    run: Callable[[argparse.Namespace], int] = args.run  # the chosen command's set_defaults
     try:
-        return args.run(args)
+        return run(args)
     except RainError as exc:
         print(f"rain: error: {exc}", file=sys.stderr)
         return 2
@@ -81,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def command_plugins() -> list[Callable[[argparse._SubParsersAction], None]]:
+def command_plugins() -> list[Callable[[Commands], None]]:
     """The functions that add subcommands, from installed distributions' entry points
     (in name order, so ``rain --help`` lists them the same way every time)."""
     found = sorted(entry_points(group=COMMANDS_GROUP), key=lambda point: point.name)

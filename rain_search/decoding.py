@@ -379,9 +379,9 @@ def _sequences(
 # -- one generator per model and judge ---------------------------------------------------
 
 # Per model: key -> (generator, the objects whose ids are in the key, kept alive).
-_generators: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], tuple[RainGenerator, tuple]]] = (
-    weakref.WeakKeyDictionary()
-)
+_generators: weakref.WeakKeyDictionary[
+    Any, dict[tuple[Any, ...], tuple[RainGenerator, tuple[object, ...]]]
+] = weakref.WeakKeyDictionary()
 _tokenizers: weakref.WeakKeyDictionary[Any, PreTrainedTokenizerBase] = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
 

@@ -88,7 +88,10 @@ class MiniLMEmbedder(CachingEmbedder):
     def embed_uncached(self, texts: list[str]) -> torch.Tensor:
         if self._model is None:
             self._model = load_minilm(self.device)
-        return self._model.encode(texts, convert_to_tensor=True, show_progress_bar=False)
+        vectors: torch.Tensor = self._model.encode(
+            texts, convert_to_tensor=True, show_progress_bar=False
+        )
+        return vectors
 
 
 def device_name(device: str | torch.device) -> str:
@@ -135,7 +138,7 @@ class HiddenStateEmbedder(CachingEmbedder):
         out = self.model(
             input_ids=ids, attention_mask=mask, output_hidden_states=True, use_cache=False
         )
-        hidden = out.hidden_states[-1].float()
+        hidden: torch.Tensor = out.hidden_states[-1].float()
         weights = mask.to(hidden.device).unsqueeze(-1).float()  # a no-op unless the model is split
         return (hidden * weights).sum(1) / weights.sum(1)
 

@@ -303,7 +303,8 @@ def _dtype(opts: LoadOptions) -> torch.dtype | str:
 
 def _to_device(model: PreTrainedModel, device: str) -> PreTrainedModel:
     try:
-        return model.to(device)  # type: ignore[arg-type]  # transformers types .to narrowly
+        moved: PreTrainedModel = model.to(device)  # type: ignore[arg-type]  # typed narrowly
+        return moved
     except (RuntimeError, AssertionError) as exc:
         raise ModelLoadError(f"cannot move the model to device {device!r}: {exc}") from exc
 

@@ -347,7 +347,7 @@ def last_user_message(messages: Sequence[Mapping[str, str]]) -> str:
     return users[-1] if users else ""
 
 
-def steps_alone(search: TreeSearch, prompt_ids: Sequence[int]) -> Iterator[StepStats]:
+def steps_alone(search: TreeSearch[Any], prompt_ids: Sequence[int]) -> Iterator[StepStats]:
     """Run one search on the caller's thread with an engine of its own, step by step.
 
     When the iterator is exhausted, ``search.result`` holds the answer.
@@ -355,7 +355,7 @@ def steps_alone(search: TreeSearch, prompt_ids: Sequence[int]) -> Iterator[StepS
     yield from Engine(search.backend).solo(search, prompt_ids)
 
 
-def run_alone(search: TreeSearch, prompt_ids: Sequence[int]) -> RainResult:
+def run_alone(search: TreeSearch[Any], prompt_ids: Sequence[int]) -> RainResult:
     """The whole answer of one search run alone (:func:`steps_alone`)."""
     for _ in steps_alone(search, prompt_ids):
         pass

@@ -119,9 +119,13 @@ def avoid_words(words: Sequence[str]) -> Callable[[str], float]:
 
 
 def import_callable(path: str) -> Callable[..., float]:
-    """``MODULE:FUNCTION`` (or ``MODULE.FUNCTION``) as the callable it names."""
+    """``MODULE:FUNCTION`` (or ``MODULE.FUNCTION``) as the callable it names.
+
+    Only that it is callable is known here; :class:`FunctionEvaluator` checks
+    each score it returns (a number in [-1, 1]).
+    """
     try:
-        function = pkgutil.resolve_name(path)
+        function: object = pkgutil.resolve_name(path)
     except (ImportError, AttributeError, ValueError) as exc:
         raise ConfigError(f"cannot import evaluator {path!r} ({exc}); use MODULE:FUNCTION") from exc
     if not callable(function):

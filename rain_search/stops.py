@@ -8,6 +8,7 @@ so their token counts compare.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from rain_search.backends.base import Backend
 from rain_search.result import FinishReason
@@ -16,7 +17,7 @@ from rain_search.result import FinishReason
 class Stops:
     """Where an answer ends: EOS, a stop sequence or turn marker, or the length budget."""
 
-    def __init__(self, backend: Backend, stops: Sequence[str]) -> None:
+    def __init__(self, backend: Backend[Any], stops: Sequence[str]) -> None:
         self.backend = backend
         self.stops = tuple(stops)
 
