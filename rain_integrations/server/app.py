@@ -11,7 +11,6 @@ browser cannot send the key).
 
 from __future__ import annotations
 
-import hmac
 import threading
 import time
 from collections import Counter
@@ -24,6 +23,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from rain_integrations.server.auth import KEY_MESSAGE, key_matches
 from rain_integrations.server.body import BodyLimit
 from rain_integrations.server.calls import prepare
 from rain_integrations.server.errors import APIError, error_body, install_handlers
@@ -151,25 +151,12 @@ def metrics_routes(state: ServerState) -> APIRouter:
 
 
 def bearer(api_key: str | None) -> Any:
-    """A dependency that refuses a request without ``Authorization: Bearer <api_key>``.
-
-    The key is compared as bytes, in constant time: a header with characters
-    outside ASCII (or any other malformed one) is a wrong key, a 401, never a
-    500 from comparing strings ``hmac`` will not compare.
-    """
+    """A dependency that refuses a request without ``Authorization: Bearer <api_key>`` (401)."""
     expected = None if api_key is None else api_key.encode("utf-8")
 
     async def check(request: Request) -> None:
-        if expected is None:
-            return
-        raw = dict(request.scope["headers"]).get(b"authorization", b"")
-        scheme, _, given = raw.partition(b" ")
-        if scheme.lower() != b"bearer" or not hmac.compare_digest(given.strip(), expected):
-            raise APIError(
-                401,
-                "missing or wrong API key; send the header 'Authorization: Bearer <key>'",
-                code="invalid_api_key",
-            )
+        if not key_matches(request.scope["headers"], expected):
+            raise APIError(401, KEY_MESSAGE, code="invalid_api_key")
 
     return check
 

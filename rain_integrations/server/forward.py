@@ -18,6 +18,11 @@ When the replica fails:
   and ``data: [DONE]``, so the client raises instead of taking a cut stream
   for a whole answer.
 
+The front counts every request it relays, by route and status, and every
+refusal (its own and the replicas') in its own metrics, which it serves itself
+at ``GET /metrics`` (with the API key, when there is one); what only a replica
+knows (its searches, tokens, queue) each replica records through Ray's metrics.
+
 Nothing here imports Ray: the replica call is any function from a request to
 an async iterator of messages.
 """
@@ -29,8 +34,10 @@ import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from rain_integrations.server.auth import KEY_MESSAGE, key_matches
 from rain_integrations.server.body import BodyLimit
 from rain_integrations.server.errors import error_body
+from rain_integrations.server.metrics import CONTENT_TYPE, MetricsMiddleware, ServerMetrics
 from rain_integrations.server.shapes import DONE
 
 Request = dict[str, Any]
@@ -94,14 +101,27 @@ async def run_asgi(app: Any, request: Request) -> AsyncIterator[Message]:
         gone.set()
 
 
-def front_app(call: ReplicaCall, *, max_bytes: int, body_timeout: float, attempts: int = 2) -> Any:
+def front_app(
+    call: ReplicaCall,
+    *,
+    max_bytes: int,
+    body_timeout: float,
+    attempts: int = 2,
+    metrics: ServerMetrics | None = None,
+    api_key: str | None = None,
+) -> Any:
     """The ASGI app that relays each request to a replica through ``call`` (see the module)."""
+    metrics = metrics or ServerMetrics()
+    expected = None if api_key is None else api_key.encode("utf-8")
 
     async def relay(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
             await lifespan(receive, send)
             return
         if scope["type"] != "http":
+            return
+        if scope["path"] == "/metrics" and scope["method"] == "GET":
+            await serve_metrics(metrics, key_matches(scope.get("headers", []), expected), send)
             return
         body = await read_body(receive)
         request: Request = {
@@ -130,7 +150,18 @@ def front_app(call: ReplicaCall, *, max_bytes: int, body_timeout: float, attempt
             return
         await send_json(send, 503, replica_failed(failure))
 
-    return BodyLimit(relay, max_bytes=max_bytes, timeout=body_timeout)
+    limited = BodyLimit(relay, max_bytes=max_bytes, timeout=body_timeout)
+    return MetricsMiddleware(limited, metrics)
+
+
+async def serve_metrics(metrics: ServerMetrics, authorized: bool, send: Any) -> None:
+    """The front's own metrics (every relayed request and refusal), or a 401 without the key."""
+    if not authorized:
+        await send_json(send, 401, error_body(401, KEY_MESSAGE, code="invalid_api_key"))
+        return
+    headers = [(b"content-type", CONTENT_TYPE.encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": metrics.exposition(), "more_body": False})
 
 
 async def relay_stream(first: Message, stream: AsyncIterator[Message], send: Any) -> None:

@@ -9,6 +9,11 @@ replica's own gate answers 429 when it is full, so Serve's
 HTTP comes in through a light front deployment that relays each request to
 a replica, so a replica that dies is an OpenAI-shaped error, or a retry on
 another replica, rather than Ray's plain-text 500 or a silently cut stream.
+
+Metrics: the front serves ``GET /metrics`` itself (requests by route and
+status, refusals, latency, over all replicas); each replica records every
+metric through Ray's metrics as well (:class:`~rain_integrations.server.metrics.RayMirror`),
+exported by Ray on each node with the replica's labels.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from rain_integrations.server.forward import Message, Request, front_app, run_as
 from rain_integrations.server.generators import GeneratorSource
 from rain_integrations.server.limits import ServerLimits
 from rain_integrations.server.main import is_loopback
+from rain_integrations.server.metrics import RayMirror, ServerMetrics
 from rain_search.errors import ConfigError
 from rain_search.extras import require
 from rain_search.models import EMBEDDED_MODEL_NAME
@@ -62,7 +68,10 @@ class RainReplica:
     ) -> None:
         if loopback:
             keep_grpc_on_loopback()
-        self.app = build_app(factory, api_key=api_key, limits=limits, model_name=model_name)
+        metrics = ServerMetrics(mirror=RayMirror())
+        self.app = build_app(
+            factory, api_key=api_key, limits=limits, model_name=model_name, metrics=metrics
+        )
         self.app.state.rain.generators.base()  # load the model now, not at the first request
 
     async def forward(self, request: Request) -> AsyncIterator[Message]:
@@ -77,17 +86,25 @@ class RainFront:
     another one; a stream it was serving ends with an SSE ``error`` event.
     """
 
-    def __init__(self, replicas: Any, limits: ServerLimits, loopback: bool = True) -> None:
+    def __init__(
+        self,
+        replicas: Any,
+        limits: ServerLimits,
+        loopback: bool = True,
+        api_key: str | None = None,
+    ) -> None:
         if loopback:
             keep_grpc_on_loopback()
         self._replicas = replicas.options(stream=True)
         self._limits = limits
+        self._api_key = api_key
 
     def __serve_build_asgi_app__(self) -> Any:
         return front_app(
             lambda request: self._replicas.forward.remote(request),
             max_bytes=self._limits.max_body_bytes,
             body_timeout=self._limits.body_timeout,
+            api_key=self._api_key,
         )
 
 
@@ -150,7 +167,8 @@ def application(
         max_ongoing_requests=admitted * replicas.count,
         ray_actor_options={"num_cpus": 0},
     )
-    return front.bind(model.bind(factory, api_key, limits, model_name, loopback), limits, loopback)
+    model_app = model.bind(factory, api_key, limits, model_name, loopback)
+    return front.bind(model_app, limits, loopback, api_key)
 
 
 def check_resources(replicas: Replicas, available: dict[str, float]) -> None:

@@ -100,3 +100,30 @@ async def test_the_front_applies_the_body_limit_before_relaying(app) -> None:
         long = [{"role": "user", "content": "x" * 4000}]
         reply = await client.post("/v1/chat/completions", content=json.dumps(body(messages=long)))
     assert reply.status_code == 413 and calls == []
+
+
+async def test_the_front_serves_its_own_metrics_with_the_key_and_relays_none(app) -> None:
+    """Every relayed request and refusal is counted by the front; /metrics is never relayed."""
+    from rain_integrations.server.metrics import ServerMetrics
+    from tests.integrations.test_server_metrics import samples, value
+
+    call, calls = replica_of(app)
+    metrics = ServerMetrics()
+    app_front = front_app(call, max_bytes=2048, body_timeout=5.0, metrics=metrics, api_key="k")
+    transport = httpx.ASGITransport(app=app_front)
+    async with httpx.AsyncClient(transport=transport, base_url="http://front") as client:
+        assert (await client.post("/v1/chat/completions", json=body(max_tokens=2))).is_success
+        assert (await client.post("/v1/chat/completions", json=body(n=2))).status_code == 400
+        long = [{"role": "user", "content": "x" * 4000}]
+        too_long = await client.post("/v1/chat/completions", json=body(messages=long))
+        assert too_long.status_code == 413
+        assert (await client.get("/metrics")).status_code == 401
+        scraped = await client.get("/metrics", headers={"Authorization": "Bearer k"})
+    assert len(calls) == 2  # the two requests within the body limit, not the scrapes
+    got = samples(scraped.text)
+    route = "/v1/chat/completions"
+    finished = "rain:requests_finished_total"
+    assert [value(got, finished, route=route, status=s) for s in ("200", "400", "413")] == [1] * 3
+    refused = "rain:requests_refused_total"
+    assert value(got, refused, reason="unsupported_parameter") == 1
+    assert value(got, refused, reason="request_too_large") == 1

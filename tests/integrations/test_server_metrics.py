@@ -29,11 +29,16 @@ def scrape(client: TestClient | httpx.Client, url: str = "") -> dict[tuple[str, 
     response = client.get(f"{url}/metrics", headers=AUTH)
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/plain")
-    samples = {}
-    for family in text_string_to_metric_families(response.text):
-        for sample in family.samples:
-            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return samples
+    return samples(response.text)
+
+
+def samples(text: str) -> dict[tuple[str, tuple], float]:
+    """Prometheus' text format as ``{(name, sorted labels): value}``."""
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
 
 
 def value(samples: dict, name: str, **labels: str) -> float:
