@@ -16,7 +16,9 @@ time, the reference; ``shipped``: the preset as it ships). Reported per variant 
 - ``judge_led``: share of commits whose child had the best value among the root's
   visited children (the commit follows the judge, not the visits handed out by prior);
 - ``committed_value``: mean value of the committed children; ``dead_ends``: steps where
-  every visited child scored below zero;
+  every visited child scored below zero; ``clear_misses``: steps that committed a child
+  valued -0.5 or below while a visited sibling had +0.5 or above (``all_tried``: of them,
+  those where every child had been visited);
 - costs per committed token: forward calls (sequential calls, the GPU proxy), wall
   time against vanilla measured in the same run (only with ``--concurrent 1``).
 
@@ -164,6 +166,18 @@ def judge_led(result: RainResult) -> list[bool]:
     return out
 
 
+def clear_misses(result: RainResult) -> list[bool]:
+    """Per step that committed a child at <= -0.5 beside a visited sibling at >= +0.5:
+    had every child been visited?"""
+    out = []
+    for step in result.steps:
+        chosen = [c for c in step.candidates if c.chosen]
+        liked = [c for c in step.candidates if c.real_visits > 0 and c.value >= 0.5]
+        if chosen and chosen[0].value <= -0.5 and liked:
+            out.append(all(c.real_visits > 0 for c in step.candidates))
+    return out
+
+
 def dead_ends(result: RainResult) -> int:
     return sum(
         all(c.value < 0 for c in step.candidates if c.real_visits > 0) for step in result.steps
@@ -196,6 +210,8 @@ def summarise(
             "judge_led": sum(led) / len(led) if led else 1.0,
             "committed_value": statistics.fmean(values) if values else 0.0,
             "dead_ends": sum(dead_ends(r) for r in rows),
+            "clear_misses": sum(len(clear_misses(r)) for r in rows),
+            "clear_misses_all_tried": sum(sum(clear_misses(r)) for r in rows),
             "steps": sum(len(r.steps) for r in rows),
             "forward_calls_per_token": sum(r.totals.forward_calls for r in rows) / tokens,
             "iterations_per_token": sum(r.stats["iterations"] for r in rows) / tokens,
@@ -245,6 +261,7 @@ def print_report(report: dict[str, Any]) -> None:
         "judge_led",
         "committed_value",
         "dead_ends",
+        "clear_misses",
         "forward_calls_per_token",
         "wall_vs_vanilla_per_token",
     ]
