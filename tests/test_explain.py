@@ -20,8 +20,8 @@ def family(*stats: tuple[float, float]) -> Node:
     return root
 
 
-def explained(root: Node, rule: str, margin: float | None) -> dict[str, str]:
-    """Each candidate's text -> the label its line ends with, in a one-step result."""
+def one_step(root: Node, rule: str = "visits", margin: float | None = None) -> RainResult:
+    """A result of one step committed from ``root``; candidate texts ``c0``, ``c1``..."""
     decision = decide(root, rule, margin)  # type: ignore[arg-type]
     stats = StepProgress().stats(
         index=0,
@@ -32,7 +32,7 @@ def explained(root: Node, rule: str, margin: float | None) -> dict[str, str]:
         cost=Counters(),
         decode=lambda ids: f"c{ids[0]}",
     )
-    result = RainResult(
+    return RainResult(
         text="x",
         token_ids=list(decision.chosen.token_ids),
         prompt_tokens=1,
@@ -43,7 +43,11 @@ def explained(root: Node, rule: str, margin: float | None) -> dict[str, str]:
         seed=0,
         steps=[stats],
     )
-    lines = explain_text(result).splitlines()[2:]
+
+
+def explained(root: Node, rule: str, margin: float | None) -> dict[str, str]:
+    """Each candidate's text -> the label its line ends with."""
+    lines = explain_text(one_step(root, rule, margin)).splitlines()[2:]
     return {line.split("'")[1]: line.split("  ")[-1] for line in lines}
 
 
@@ -90,3 +94,12 @@ def test_the_issues_step_no_longer_calls_a_better_sibling_rewound() -> None:
         "c2": LABELS["fewer_visits"],
     }
     assert not any("rewound" in label for label in labels.values())
+
+
+def test_the_efficacy_benchmark_counts_a_clear_miss_only_beside_a_liked_visited_sibling() -> None:
+    from benchmarks.efficacy import clear_misses
+
+    assert clear_misses(one_step(family((6, -1.0), (5, 1.0), (0, 0.0)))) == [False]
+    assert clear_misses(one_step(family((6, -1.0), (5, 1.0)))) == [True]  # every child tried
+    assert clear_misses(one_step(family((6, -1.0), (5, 1.0)), margin=1.0)) == []
+    assert clear_misses(one_step(family((6, -1.0), (5, 0.4)))) == []
