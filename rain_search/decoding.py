@@ -38,6 +38,7 @@ from transformers.generation import (
 
 from rain_search.config import RainConfig
 from rain_search.errors import ConfigError, ModelLoadError, PromptError
+from rain_search.knobs import UNSUPPORTED, settings_asked
 from rain_search.result import RainResult
 
 if TYPE_CHECKING:
@@ -54,35 +55,6 @@ CUSTOM_GENERATE_DIR = str(Path(__file__).parent / "hub")
 # Criteria and processors that ``generate`` builds from settings RAIN honours itself.
 HONOURED_CRITERIA = (MaxLengthCriteria, EosTokenCriteria, StopStringCriteria, MaxTimeCriteria)
 HONOURED_PROCESSORS = (TemperatureLogitsWarper, TopKLogitsWarper)
-# generate's settings RAIN has no counterpart for, with the value that means "off".
-UNSUPPORTED = {
-    "top_p": 1.0,
-    "min_p": None,
-    "typical_p": 1.0,
-    "epsilon_cutoff": 0.0,
-    "eta_cutoff": 0.0,
-    "repetition_penalty": 1.0,
-    "encoder_repetition_penalty": 1.0,
-    "no_repeat_ngram_size": 0,
-    "num_beams": 1,
-    "num_beam_groups": 1,
-    "num_return_sequences": 1,
-    "penalty_alpha": None,
-    "bad_words_ids": None,
-    "sequence_bias": None,
-    "min_length": 0,
-    "min_new_tokens": None,
-    "guidance_scale": None,
-    "suppress_tokens": None,
-    "begin_suppress_tokens": None,
-    "forced_bos_token_id": None,
-    "forced_eos_token_id": None,
-    "watermarking_config": None,
-    "output_scores": False,
-    "output_logits": False,
-    "output_attentions": False,
-    "output_hidden_states": False,
-}
 # What ``generate`` passes through to the model's forward: harmless for RAIN, which
 # builds its own inputs and cache.
 MODEL_INPUTS = {"attention_mask", "position_ids", "use_cache", "logits_to_keep", "cache_position"}
@@ -201,16 +173,11 @@ def _refuse_unsupported(
     stopping_criteria: Sequence[Any] | None,
 ) -> None:
     """Raise on any setting that would change the output but that RAIN cannot apply."""
-    for name, off in UNSUPPORTED.items():
-        value = getattr(generation_config, name, off)
-        if value is None or value == off or (name.startswith("top_p") and value >= 1.0):
-            continue
-        if name in ("top_p", "min_p", "typical_p") and not generation_config.do_sample:
-            continue  # generate itself ignores sampling cut-offs when not sampling
+    for name, value in settings_asked(generation_config).items():
         raise ConfigError(
-            f"{name}={value!r} is not supported by RAIN's tree search (it proposes candidates "
-            f"from the top_k tokens at a temperature and lets the judge pick); leave {name} "
-            "unset, or set it in the model's generation_config to its neutral value"
+            f"{name}={value!r} is not supported by RAIN's tree search: "
+            f"{UNSUPPORTED[name].instead}; leave {name} unset, or set it in the model's "
+            "generation_config to its neutral value"
         )
     for name in set(model_kwargs) - MODEL_INPUTS:
         value = model_kwargs[name]
