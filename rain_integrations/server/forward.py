@@ -37,7 +37,12 @@ from typing import Any
 from rain_integrations.server.auth import KEY_MESSAGE, key_matches
 from rain_integrations.server.body import BodyLimit
 from rain_integrations.server.errors import error_body
-from rain_integrations.server.metrics import CONTENT_TYPE, MetricsMiddleware, ServerMetrics
+from rain_integrations.server.metrics import (
+    CONTENT_TYPE,
+    FRONT,
+    MetricsMiddleware,
+    ServerMetrics,
+)
 from rain_integrations.server.shapes import DONE
 
 Request = dict[str, Any]
@@ -111,7 +116,7 @@ def front_app(
     api_key: str | None = None,
 ) -> Any:
     """The ASGI app that relays each request to a replica through ``call`` (see the module)."""
-    metrics = metrics or ServerMetrics()
+    metrics = metrics or ServerMetrics(only=FRONT)
     expected = None if api_key is None else api_key.encode("utf-8")
 
     async def relay(scope: dict[str, Any], receive: Any, send: Any) -> None:

@@ -100,6 +100,11 @@ SPECS = (
     ),
 )
 
+FRONT = frozenset(
+    {"rain:requests_finished", "rain:requests_refused", "rain:e2e_request_latency_seconds"}
+)
+"""What the Ray front knows (it runs no search): the rest is per replica."""
+
 ROUTES = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/models"})
 """Routes counted by name; any other path is counted as ``other`` (bounded labels)."""
 UNCOUNTED = frozenset({"/metrics", "/health"})
@@ -116,10 +121,12 @@ class Mirror(Protocol):
 class ServerMetrics:
     """The app's metrics: one method per event the server sees."""
 
-    def __init__(self, mirror: Mirror | None = None) -> None:
+    def __init__(self, mirror: Mirror | None = None, only: frozenset[str] | None = None) -> None:
+        """``only``: the metrics kept (the Ray front's :data:`FRONT`); others are not recorded."""
+        specs = [spec for spec in SPECS if only is None or spec.name in only]
         self.registry = CollectorRegistry(auto_describe=True)
-        self._metrics = {spec.name: prometheus_metric(spec, self.registry) for spec in SPECS}
-        self._specs = {spec.name: spec for spec in SPECS}
+        self._metrics = {spec.name: prometheus_metric(spec, self.registry) for spec in specs}
+        self._specs = {spec.name: spec for spec in specs}
         self._mirror = mirror
 
     def exposition(self) -> bytes:
@@ -157,7 +164,9 @@ class ServerMetrics:
         self._record("rain:forward_calls", result.totals.forward_calls)
 
     def _record(self, name: str, value: float, **labels: str) -> None:
-        metric = self._metrics[name]
+        metric = self._metrics.get(name)
+        if metric is None:
+            return
         target = metric.labels(**labels) if labels else metric
         if isinstance(target, Counter):
             target.inc(value)
@@ -182,7 +191,8 @@ class RayMirror:
 
     Ray exports them from each node's metrics agent (Prometheus format) with
     Serve's ``deployment``, ``replica`` and ``application`` labels, so each
-    replica's series stay apart.
+    replica's series stay apart; Ray does not take ``:`` in a name, so there
+    ``rain:`` is ``rain_`` (:func:`ray_name`).
     """
 
     def __init__(self) -> None:
@@ -202,13 +212,18 @@ class RayMirror:
             metric.observe(value, tags=tags)
 
     def _make(self, spec: Spec) -> Any:
-        name = spec.name + ("_total" if spec.kind == "counter" else "")
+        name = ray_name(spec)
         kinds = {"counter": "Counter", "gauge": "Gauge", "histogram": "Histogram"}
         make = getattr(self._module, kinds[spec.kind])
         extra = {"boundaries": list(LATENCY_BUCKETS)} if spec.kind == "histogram" else {}
         metric = make(name, description=spec.help, tag_keys=spec.labels, **extra)
         self._made[spec.name] = metric
         return metric
+
+
+def ray_name(spec: Spec) -> str:
+    """The name under Ray, which refuses ``:`` in names: ``rain:x`` is ``rain_x`` there."""
+    return spec.name.replace(":", "_") + ("_total" if spec.kind == "counter" else "")
 
 
 Send = Callable[[dict[str, Any]], Any]

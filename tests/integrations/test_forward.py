@@ -104,11 +104,11 @@ async def test_the_front_applies_the_body_limit_before_relaying(app) -> None:
 
 async def test_the_front_serves_its_own_metrics_with_the_key_and_relays_none(app) -> None:
     """Every relayed request and refusal is counted by the front; /metrics is never relayed."""
-    from rain_integrations.server.metrics import ServerMetrics
+    from rain_integrations.server.metrics import FRONT, ServerMetrics
     from tests.integrations.test_server_metrics import samples, value
 
     call, calls = replica_of(app)
-    metrics = ServerMetrics()
+    metrics = ServerMetrics(only=FRONT)
     app_front = front_app(call, max_bytes=2048, body_timeout=5.0, metrics=metrics, api_key="k")
     transport = httpx.ASGITransport(app=app_front)
     async with httpx.AsyncClient(transport=transport, base_url="http://front") as client:
@@ -127,3 +127,4 @@ async def test_the_front_serves_its_own_metrics_with_the_key_and_relays_none(app
     refused = "rain:requests_refused_total"
     assert value(got, refused, reason="unsupported_parameter") == 1
     assert value(got, refused, reason="request_too_large") == 1
+    assert {name for name, _ in got} & {"rain:generation_tokens_total"} == set()  # per replica

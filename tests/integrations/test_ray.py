@@ -118,8 +118,46 @@ def test_two_serve_replicas_answer_concurrent_requests(cluster, spec) -> None:
     assert len(texts) == 1  # the same seed on either replica: the same answer
     assert replies[0].json()["usage"]["completion_tokens"] <= 16  # the replicas' limits
     assert httpx.post(url, json=request, timeout=30).status_code == 401
+    front_metrics(6)
+    replica_metrics(6)
     _, open_addresses = listening_addresses()  # the replicas' own gRPC servers included
     assert open_addresses <= {"127.0.0.1"}, open_addresses
+
+
+def front_metrics(answered: int) -> None:
+    """The front's own /metrics (with the key) counted every relayed request."""
+    from tests.integrations.test_server_metrics import samples, value
+
+    scraped = httpx.get("http://127.0.0.1:8766/metrics", headers={"Authorization": "Bearer k"})
+    got = samples(scraped.text)
+    route = "/v1/chat/completions"
+    assert value(got, "rain:requests_finished_total", route=route, status="200") == answered
+    assert value(got, "rain:requests_refused_total", reason="invalid_api_key") == 1
+
+
+def replica_metrics(answered: int) -> None:
+    """Each replica's metrics reach Ray's metrics endpoint (``ray_rain_...``), by replica."""
+    from tests.integrations.live import wait_for
+    from tests.integrations.test_server_metrics import samples
+
+    port = ray._private.worker.global_worker.node.metrics_export_port
+    found: dict = {}
+
+    def exported() -> bool:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        rows = samples(text)
+        found.update(
+            {
+                key: v
+                for key, v in rows.items()
+                if "rain" in key[0] and "requests_finished" in key[0]
+            }
+        )
+        return sum(found.values()) >= answered
+
+    wait_for(exported, 60)
+    replicas = {dict(labels).get("replica") for _, labels in found}
+    assert None not in replicas and replicas, found
 
 
 def model_replicas() -> list:
