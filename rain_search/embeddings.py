@@ -8,17 +8,16 @@ the generator's own last hidden layer.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from functools import cache
 from typing import Any, Protocol, runtime_checkable
 
 import torch
-from cachetools import LRUCache
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rain_search.errors import ConfigError
 from rain_search.extras import require
+from rain_search.memo import Memo
 from rain_search.stats import Counters
 
 
@@ -39,8 +38,7 @@ class CachingEmbedder:
 
     def __init__(self, cache_size: int = 20_000) -> None:
         self.counters = Counters()
-        self._cache: LRUCache[str, torch.Tensor] = LRUCache(maxsize=cache_size)
-        self._lock = threading.Lock()
+        self._memo: Memo[str, torch.Tensor] = Memo(cache_size)
 
     def embed(self, texts: Sequence[str]) -> torch.Tensor:
         """The texts' vectors as float32 on the CPU, where the tree's similarity update runs.
@@ -48,26 +46,20 @@ class CachingEmbedder:
         The missing ones are computed in one call and copied to the host in one
         transfer (not one per text), then cached.
         """
-        with self._lock:
-            missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
-            fresh: dict[str, torch.Tensor] = {}
-            if missing:
-                # rows of one small host copy (a batch of texts × dim floats is kept while
-                # any of its rows is cached: cheaper than a copy per row)
-                vectors = self.embed_uncached(missing).float().cpu().unbind()
-                for text, vector in zip(missing, vectors, strict=True):
-                    fresh[text] = self._cache[text] = vector
-            return torch.stack([fresh[t] if t in fresh else self._cache[t] for t in texts])
+        return torch.stack(self._memo.get_many(texts, self._host_rows))
+
+    def _host_rows(self, texts: list[str]) -> tuple[torch.Tensor, ...]:
+        # rows of one small host copy (a batch of texts × dim floats is kept while
+        # any of its rows is cached: cheaper than a copy per row)
+        return self.embed_uncached(texts).float().cpu().unbind()
 
     def uncached(self, texts: Sequence[str]) -> int:
         """How many of ``texts`` are not cached (so the engine charges their model work)."""
-        with self._lock:
-            return sum(text not in self._cache for text in texts)
+        return self._memo.missing(texts)
 
     def clear_cache(self) -> None:
         """Forget every embedding, e.g. so that a timed run starts cold."""
-        with self._lock:
-            self._cache.clear()
+        self._memo.clear()
 
     def embed_uncached(self, texts: list[str]) -> torch.Tensor:
         raise NotImplementedError

@@ -13,16 +13,15 @@ from __future__ import annotations
 
 import inspect
 import math
-import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
-from cachetools import LRUCache
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rain_search.backends.judge import HFJudge
 from rain_search.backends.reencode import ReencodeJudge
 from rain_search.errors import ConfigError, EvaluatorError
+from rain_search.memo import Memo
 from rain_search.stats import Counters
 from rain_search.templates import EvalTemplate, load_template, template_identity
 
@@ -80,8 +79,7 @@ class CachedEvaluator:
 
     def __init__(self, cache_size: int = 20_000) -> None:
         self.counters = Counters()
-        self._cache: LRUCache[tuple[str, str], float] = LRUCache(maxsize=cache_size)
-        self._lock = threading.Lock()
+        self._memo: Memo[tuple[str, str], float] = Memo(cache_size)
 
     def score(self, prompt: str, responses: Sequence[str]) -> list[float]:
         return self.score_pairs([(prompt, response) for response in responses])
@@ -92,20 +90,15 @@ class CachedEvaluator:
         The engine asks once for the work at hand of every search this judge
         serves, so one model call can judge many searches' leaves.
         """
-        with self._lock:
-            missing = list(dict.fromkeys(pair for pair in pairs if pair not in self._cache))
-            self.counters.evaluator_calls += len(pairs)
-            self.counters.cache_hits += len(pairs) - len(missing)
-            fresh = self._score_missing(missing) if missing else {}
-            for pair, value in fresh.items():
-                self._cache[pair] = value
-            return [fresh[pair] if pair in fresh else self._cache[pair] for pair in pairs]
+        return self._memo.get_many(pairs, self._score_missing, on_lookup=self._count)
 
-    def _score_missing(self, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], float]:
+    def _count(self, asked: int, missing: int) -> None:
+        self.counters.evaluator_calls += asked
+        self.counters.cache_hits += asked - missing
+
+    def _score_missing(self, pairs: list[tuple[str, str]]) -> list[float]:
         scores = self._checked(self.score_pairs_uncached(pairs), len(pairs))
-        return {
-            pair: check_score(value, self.name) for pair, value in zip(pairs, scores, strict=True)
-        }
+        return [check_score(value, self.name) for value in scores]
 
     def _checked(self, scores: list[float], expected: int) -> list[float]:
         if len(scores) != expected:
@@ -128,13 +121,11 @@ class CachedEvaluator:
     def uncached(self, pairs: Sequence[tuple[str, str]]) -> int:
         """How many (prompt, response) pairs are not cached (so the engine charges their
         model work)."""
-        with self._lock:
-            return sum(pair not in self._cache for pair in pairs)
+        return self._memo.missing(pairs)
 
     def clear_cache(self) -> None:
         """Forget every score, e.g. so that a timed run starts cold."""
-        with self._lock:
-            self._cache.clear()
+        self._memo.clear()
 
     def score_uncached(self, prompt: str, responses: Sequence[str]) -> list[float]:
         raise NotImplementedError
