@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from rain_integrations.batch.local import BatchSummary, RowCallback
+    from rain_integrations.ray_cluster import Replicas
     from rain_search.cli import Commands
 
 
@@ -64,6 +65,18 @@ def add_ray_options(parser: argparse.ArgumentParser, units: str, what: str) -> N
             default=default,
             help=f"with --ray: {kind.upper()} per {unit} ({default:g})",
         )
+
+
+def ray_replicas(args: argparse.Namespace, unit: str) -> Replicas:
+    """The model copies :func:`add_ray_options` asked for (``unit``: replica or actor)."""
+    from rain_integrations.ray_cluster import Replicas
+
+    return Replicas(
+        getattr(args, f"{unit}s"),
+        gpus=getattr(args, f"gpus_per_{unit}"),
+        cpus=getattr(args, f"cpus_per_{unit}"),
+        unit=unit,
+    )
 
 
 def add_serve_options(parser: argparse.ArgumentParser) -> None:
@@ -133,12 +146,11 @@ def run_serve(args: argparse.Namespace) -> int:
     )
     name = args.model_name or args.model or EMBEDDED_MODEL_NAME
     if args.ray:
-        from rain_integrations.server.ray_serve import Replicas, serve_with_ray
+        from rain_integrations.server.ray_serve import serve_with_ray
 
-        replicas = Replicas(args.replicas, gpus=args.gpus_per_replica, cpus=args.cpus_per_replica)
         serve_with_ray(
             GeneratorSpec.from_args(args),
-            replicas=replicas,
+            replicas=ray_replicas(args, "replica"),
             host=args.host,
             port=args.port,
             api_key=args.api_key,
@@ -171,12 +183,13 @@ def run_batch(args: argparse.Namespace) -> int:
 
     show = None if args.quiet else batch_progress
     source, folder = Path(args.input), Path(args.output)
+    pool = ray_replicas(args, "actor") if args.ray else None
     batch = open_batch(source, folder)  # before a model loads for minutes
     for note in batch.repairs:
         print(f"rain: batch: {note}", file=sys.stderr)
     summary = finish_without_model(batch, on_row=show)
     if summary is None:
-        summary = answer_rows(args, source, folder, show)
+        summary = answer_rows(args, source, folder, show, pool)
     print(
         f"rain: batch: {summary.answered} answered, {summary.errors} errors, "
         f"{summary.skipped} already done; see {args.output}/results.jsonl and errors.jsonl",
@@ -186,14 +199,18 @@ def run_batch(args: argparse.Namespace) -> int:
 
 
 def answer_rows(
-    args: argparse.Namespace, source: Path, folder: Path, show: RowCallback | None
+    args: argparse.Namespace,
+    source: Path,
+    folder: Path,
+    show: RowCallback | None,
+    pool: Replicas | None,
 ) -> BatchSummary:
-    """Load the model (in this process, or on Ray actors) and answer the rows left."""
-    if args.ray:
-        from rain_integrations.batch.ray_data import ActorPool, run_ray
+    """Load the model (in this process, or on the ``pool`` of Ray actors) and answer the
+    rows left."""
+    if pool is not None:
+        from rain_integrations.batch.ray_data import run_ray
         from rain_integrations.ray_cluster import start_ray
 
-        pool = ActorPool(args.actors, cpus=args.cpus_per_actor, gpus=args.gpus_per_actor)
         start_ray(args.ray_address, loopback=True, purpose="rain batch --ray")
         return run_ray(GeneratorSpec.from_args(args), source, folder, pool=pool, on_row=show)
     from rain_integrations.batch import run_local

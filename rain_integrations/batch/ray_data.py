@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -22,22 +22,10 @@ from rain_integrations.batch.local import (
     open_batch,
 )
 from rain_integrations.batch.rows import BadRow, Row, error_record, result_record
-from rain_search.errors import ConfigError, RainError
+from rain_integrations.ray_cluster import Replicas
+from rain_search.errors import RainError
 from rain_search.extras import require
 from rain_search.search import RainGenerator
-
-
-@dataclass(frozen=True)
-class ActorPool:
-    """How many actors hold a model, and what each takes from the cluster."""
-
-    size: int = 1
-    cpus: float = 1.0
-    gpus: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.size < 1:
-            raise ConfigError(f"--actors must be at least 1, got {self.size}")
 
 
 class RainRowsActor:
@@ -64,10 +52,10 @@ def run_ray(
     source: Path,
     folder: Path,
     *,
-    pool: ActorPool,
+    pool: Replicas,
     on_row: RowCallback | None = None,
 ) -> BatchSummary:
-    """Answer the rows of ``source`` not yet in ``folder`` on ``pool`` actors."""
+    """Answer the rows of ``source`` not yet in ``folder`` on ``pool`` actors (``pool.count``)."""
     ray_data = require("ray.data", "ray", "rain batch --ray")
     batch = open_batch(source, folder)
     record = Recorder(batch.out, on_row)
@@ -84,7 +72,7 @@ def run_ray(
         fn_constructor_args=(factory,),
         batch_size=1,
         batch_format="numpy",
-        compute=ray_data.ActorPoolStrategy(size=pool.size),
+        compute=ray_data.ActorPoolStrategy(size=pool.count),
         num_cpus=pool.cpus,
         num_gpus=pool.gpus,
     )

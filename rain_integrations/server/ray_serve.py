@@ -20,10 +20,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
-from rain_integrations.ray_cluster import start_ray
+from rain_integrations.ray_cluster import Replicas, start_ray
 from rain_integrations.server.app import build_app
 from rain_integrations.server.forward import Message, Request, front_app, run_asgi
 from rain_integrations.server.generators import GeneratorSource
@@ -33,21 +32,6 @@ from rain_integrations.server.metrics import RayMirror, ServerMetrics
 from rain_search.errors import ConfigError
 from rain_search.extras import require
 from rain_search.models import EMBEDDED_MODEL_NAME
-
-
-@dataclass(frozen=True)
-class Replicas:
-    """How many copies of the model, and what each takes from the cluster."""
-
-    count: int = 1
-    gpus: float = 0.0
-    cpus: float = 1.0
-
-    def __post_init__(self) -> None:
-        if self.count < 1:
-            raise ConfigError(f"--replicas must be at least 1, got {self.count}")
-        if self.gpus < 0 or self.cpus < 0:
-            raise ConfigError("--gpus-per-replica and --cpus-per-replica cannot be negative")
 
 
 class RainReplica:
