@@ -6,8 +6,8 @@ the agent's model reads it (the user's question is the judge's prompt) and,
 with ``policy="regenerate"``, has RAIN rewrite a bad page: the embedded SmolLM2
 writes the new text through its tree search, steered away from what the judge
 rejects; if the rewrite still fails, the page is withheld. ``apply_to_output``
-judges the agent's answers too, and holds their tokens back from a streaming
-client until the verdict is in.
+judges the agent's answers too: the model runs unseen by any stream, and a
+streaming client receives the checked answer in one piece.
 
 The agent's own model is a scripted stand-in (``ScriptedToolCaller``): this
 project ships no tool-calling model, and the embedded one cannot call tools.

@@ -10,7 +10,8 @@ own nodes are never changed: a kept chunk whose text changes is a copy.
 The judge reads exactly what the LLM will read: the node's content in
 ``MetadataMode.LLM``, metadata included (an instruction hidden in a metadata
 field is judged like one in the body). A replaced or rewritten chunk shows
-the LLM the new text alone, its metadata hidden from the LLM as well.
+the LLM the new text alone: the metadata the LLM was shown is dropped from the
+copy (it was part of what was judged bad); keys the LLM never read are kept.
 Every decision, a dropped node's included, is logged and dispatched as a
 :class:`~rain_integrations.llama_index.events.RainGuardEvent`.
 
@@ -98,16 +99,16 @@ def _query(query_bundle: QueryBundle | None) -> str | None:
 
 def _with_verdict(node: NodeWithScore, text: str, verdict: Verdict) -> NodeWithScore:
     """A copy of ``node`` showing the LLM ``text``, its verdict in metadata the LLM does not
-    read. New text (a replacement, a rewrite) stands alone: the copy's metadata, which
-    the judged text included, is hidden from the LLM too."""
+    read. New text (a replacement, a rewrite) stands alone: the metadata the LLM was shown
+    was part of what was judged bad, so the copy drops it (keys the LLM never read stay)."""
     copy: Any = node.node.model_copy()
-    copy.metadata = {**node.node.metadata, VERDICT_KEY: dict(verdict)}
+    hidden = [k for k in node.node.excluded_llm_metadata_keys if k != VERDICT_KEY]
     changed = text != llm_text(node)
-    for field in ("excluded_llm_metadata_keys", "excluded_embed_metadata_keys"):
-        excluded = [k for k in getattr(node.node, field) if k != VERDICT_KEY]
-        if changed and field == "excluded_llm_metadata_keys":
-            excluded = [k for k in node.node.metadata if k != VERDICT_KEY]
-        setattr(copy, field, [*excluded, VERDICT_KEY])  # new lists: the index's stay as they are
+    kept = {k: v for k, v in node.node.metadata.items() if not changed or k in hidden}
+    copy.metadata = {**kept, VERDICT_KEY: dict(verdict)}
+    copy.excluded_llm_metadata_keys = [*hidden, VERDICT_KEY]  # new lists: the index's stay
+    embed_hidden = [k for k in node.node.excluded_embed_metadata_keys if k != VERDICT_KEY]
+    copy.excluded_embed_metadata_keys = [*embed_hidden, VERDICT_KEY]
     if changed:
         copy.set_content(text)
     return NodeWithScore(node=copy, score=node.score)

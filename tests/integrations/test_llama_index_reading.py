@@ -153,12 +153,20 @@ def test_the_judge_reads_the_llms_view_of_the_node() -> None:
     assert INJECTION in seen[0] and BODY in seen[0]
 
 
-def test_a_replaced_node_shows_the_llm_the_replacement_alone() -> None:
+def test_a_replaced_node_shows_the_llm_and_the_client_the_replacement_alone() -> None:
+    poisoned = TextNode(
+        text=BODY,
+        metadata={"source_note": INJECTION, "file_id": "f-7"},
+        excluded_llm_metadata_keys=["file_id"],
+    )
     post = RainNodePostprocessor(evaluator=injected, drop=False, replacement="[withheld]")
-    kept = post.postprocess_nodes(nodes(), query_str=QUESTION)
-    assert kept[0].node.get_content(metadata_mode=MetadataMode.LLM) == "[withheld]"
-    assert kept[0].node.metadata["source_note"] == INJECTION  # kept, hidden from the LLM
-    assert nodes()[0].node.get_content() == BODY  # the index's node is untouched
+    (kept,) = post.postprocess_nodes([NodeWithScore(node=poisoned)], query_str=QUESTION)
+    assert kept.node.get_content(metadata_mode=MetadataMode.LLM) == "[withheld]"
+    assert "IGNORE" not in str(kept.node.metadata)  # nor in a response's source_nodes
+    assert kept.node.metadata["file_id"] == "f-7"  # what the LLM never read is kept
+    assert poisoned.metadata["source_note"] == INJECTION  # the index's node is untouched
+    kept_good = post.postprocess_nodes(nodes()[1:], query_str=QUESTION)[0]
+    assert kept_good.node.get_content(metadata_mode=MetadataMode.LLM) == CLEAN
 
 
 class Collected(BaseEventHandler):
