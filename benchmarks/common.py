@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import ctypes
 import gc
@@ -23,6 +24,29 @@ from rain_search.models import load_model
 
 RESULTS = Path(__file__).parent / "results"
 DATA = Path(__file__).parent / "data"
+EMBEDDED = "model id or path (default: the embedded SmolLM2)"
+
+
+def bench_parser(
+    doc: str | None, *, model: str = EMBEDDED, device: bool = True, quick: str | None = None
+) -> argparse.ArgumentParser:
+    """A benchmark's parser with the options every benchmark takes, named and explained alike.
+
+    ``--model`` (``model`` is its help), ``--device`` unless ``device`` is False,
+    ``--quick`` where a short version exists (``quick`` is its help) and ``--out``;
+    the description is the first paragraph of the benchmark's docstring ``doc``.
+    """
+    parser = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
+    parser.add_argument("--model", help=model)
+    if device:
+        parser.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda if available)")
+    if quick is not None:
+        parser.add_argument("--quick", action="store_true", help=quick)
+    parser.add_argument(
+        "--out", type=Path, default=RESULTS, help="results folder (default: benchmarks/results)"
+    )
+    return parser
+
 
 RANDOM_SHAPES: dict[str, dict[str, int]] = {
     # Llama-2-7B's shape; weights are random (timing only: no hub, no weights needed).

@@ -16,30 +16,25 @@ Results go to ``decode_probe.json``, rewritten after each configuration.
 
 from __future__ import annotations
 
-import argparse
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from benchmarks.common import RESULTS, machine, now, table, write_json
+from benchmarks.common import bench_parser, machine, now, table, write_json
 from rain_search.models import load_model
 
 PROMPT = "Explain how a refrigerator keeps food cold."
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default=None, help="model id or path (default: embedded)")
-    parser.add_argument("--device", default=None)
+    parser = bench_parser(__doc__)
     parser.add_argument("--tokens", type=int, default=32, help="new tokens per timed call")
     parser.add_argument("--rows", type=int, nargs="+", default=[1, 64])
     parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
     parser.add_argument("--attn", nargs="+", default=["eager", "sdpa"])
     parser.add_argument("--profile-steps", type=int, default=8, help="0: no profile")
-    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     report: dict[str, Any] = {"machine": machine(), "started": now(), "rows": []}
     report["profiles"] = {}

@@ -38,7 +38,7 @@ from typing import Any
 
 import yaml
 
-from benchmarks.common import DATA, RESULTS, load, machine, now, table, write_json
+from benchmarks.common import DATA, bench_parser, load, machine, now, table, write_json
 from rain_search import RainConfig, RainGenerator, RainResult
 from rain_search.evaluators import FunctionEvaluator
 from rain_search.spec import avoid_words
@@ -289,9 +289,7 @@ def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default=None, help="model id/path (default: the embedded one)")
-    parser.add_argument("--device", default=None)
+    parser = bench_parser(__doc__)
     parser.add_argument("--tokens", type=int, default=32, help="max_new_tokens per answer")
     parser.add_argument(
         "--preset", default="fast", help="the preset every variant changes (default: fast)"
@@ -311,7 +309,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--name", default="", help="suffix of the results file")
     parser.add_argument("--note", default="", help="what else ran on the machine")
-    parser.add_argument("--out", type=Path, default=RESULTS)
     return parser.parse_args(argv)
 
 

@@ -33,12 +33,11 @@ import argparse
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from benchmarks.common import RESULTS, load, machine, now, read_lines, table, write_json
+from benchmarks.common import bench_parser, load, machine, now, read_lines, table, write_json
 from benchmarks.judges import tone
 from benchmarks.opcount import OpCounter, TimeSplit, plain_batched, run_searches
 from rain_search import RainConfig, RainGenerator, RainResult
@@ -131,10 +130,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--model", default=None, help="model id/path, or random:<shape>")
-    parser.add_argument("--device", default=None)
+    parser = bench_parser(
+        __doc__, model="model id/path, or random:<shape>", quick="the short version"
+    )
     parser.add_argument("--dtype", default=None, help="cast the model, e.g. bfloat16")
     parser.add_argument("--leaves", type=int, default=8, help="K for concurrent and dtype")
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
@@ -155,7 +153,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="each search in calls of its own shapes (leaves, concurrent and scale sections)",
     )
-    parser.add_argument("--out", type=Path, default=RESULTS)
     return parser.parse_args(argv)
 
 

@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import RESULTS, load, machine, now, read_lines, table, write_json
+from benchmarks.common import bench_parser, load, machine, now, read_lines, table, write_json
 from benchmarks.judges import EmbeddingToneJudge, refuses, tone
 from rain_search import RainConfig, RainGenerator
 from rain_search.evaluators import ModelEvaluator
@@ -263,15 +263,11 @@ def plot(report: dict[str, Any], path: Path) -> None:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", help="model id or path (default: the embedded SmolLM2)")
-    parser.add_argument("--device", help="cpu or cuda (default: cuda if available)")
+    parser = bench_parser(__doc__, quick="the short version (minutes)")
     parser.add_argument("--preset", default="fast", help="RAIN preset (default: fast)")
     parser.add_argument("--leaves", type=int, help="parallel_leaves K (default: the preset's)")
     parser.add_argument("--part", choices=["tone", "harm", "both"], default="both")
     parser.add_argument("--limit", type=int, help="use only the first N prompts of each set")
-    parser.add_argument("--quick", action="store_true", help="the short version (minutes)")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
     parser.add_argument(
         "--against", type=Path, help="an earlier results file: pair RAIN's scores prompt by prompt"
     )

@@ -29,7 +29,7 @@ from typing import Any
 
 import httpx
 
-from benchmarks.common import RESULTS, machine, now, table, write_json
+from benchmarks.common import bench_parser, machine, now, table, write_json
 
 FULL = {"clients": [1, 4, 8, 16], "requests_per_client": 2, "max_tokens": 16}
 QUICK = {"clients": [1, 2], "requests_per_client": 1, "max_tokens": 8}
@@ -222,12 +222,8 @@ def plot(report: dict[str, Any], path: Path) -> None:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
-    parser.add_argument("--model", help="model id or path (default: the embedded SmolLM2)")
-    parser.add_argument("--device", help="cpu or cuda (default: cuda if available)")
-    parser.add_argument("--quick", action="store_true", help="1 and 2 clients, short answers")
+    parser = bench_parser(__doc__, quick="1 and 2 clients, short answers")
     parser.add_argument("--no-ray", action="store_true", help="the single-process server only")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
     return parser.parse_args(argv)
 
 

@@ -20,13 +20,12 @@ import argparse
 import threading
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import httpx
 import psutil
 
-from benchmarks.common import RESULTS, machine, now, write_json
+from benchmarks.common import bench_parser, machine, now, write_json
 from benchmarks.serve import JUDGE, MODEL_NAME, PROMPT, server_process
 
 MB = 1024 * 1024
@@ -167,7 +166,7 @@ def print_report(report: dict[str, Any]) -> None:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = bench_parser(__doc__, device=False)
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--max-tokens", type=int, default=12)
@@ -175,12 +174,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--max-minutes", type=float, help="send no new request after this long (default: none)"
     )
-    parser.add_argument("--model", help="default: the embedded SmolLM2")
     parser.add_argument(
         "--untrimmed", action="store_true", help="serve without returning freed heap memory"
     )
     parser.add_argument("--name", default="soak", help="results file name (default: soak)")
-    parser.add_argument("--out", type=Path, default=RESULTS)
     return parser.parse_args(argv)
 
 

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import (
-    RESULTS,
     PeakMemory,
+    bench_parser,
     load,
     machine,
     now,
@@ -435,11 +435,11 @@ def plot(report: dict[str, Any], path: Path) -> None:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", help="model id or path, or random:7b / random:1b / random:tiny")
-    parser.add_argument("--device", help="cpu or cuda (default: cuda if available)")
-    parser.add_argument("--quick", action="store_true", help="the short version (minutes)")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
+    parser = bench_parser(
+        __doc__,
+        model="model id or path, or random:7b / random:1b / random:tiny",
+        quick="the short version (minutes)",
+    )
     parser.add_argument(
         "--sections",
         nargs="+",
