@@ -206,14 +206,15 @@ async def answer(
     that cannot get one in time is a 503 for streams and plain requests alike.
     """
     prepared = await run_in_threadpool(prepare, body, state.generators, state.limits)
-    ticket = await take_slot(state, request)
-    if ticket is None:
-        return JSONResponse(error_body(499, "the client closed the request"), status_code=499)
+    stream = prepared.stream
     try:
-        stream = prepared.open()
+        ticket = await take_slot(state, request)
     except BaseException:
-        ticket.release()
+        stream.close()
         raise
+    if ticket is None:
+        stream.close()
+        return JSONResponse(error_body(499, "the client closed the request"), status_code=499)
     timeout = None if prepared.own_budget else state.limits.timeout
     arrival = request.scope.get("state", {}).get("rain_arrival", time.perf_counter())
     run = SearchRun(

@@ -34,34 +34,30 @@ ROLES = {"system": "system", "developer": "system", "user": "user", "assistant":
 
 @dataclass
 class Prepared:
-    """A checked request, ready to open its search once it has a slot.
+    """A checked request and its search, built but not started (it starts once it has a slot).
 
-    The search is opened by :meth:`open`, not here: its time budget starts
-    when it is built, and a request may first wait in the queue.
-    ``own_budget`` says the request set ``rain.timeout`` or
+    A built search does nothing and holds nothing until its first step is
+    asked for: its time budget starts then, so waiting in the queue is not
+    charged. ``own_budget`` says the request set ``rain.timeout`` or
     ``rain.max_forward_calls`` itself, so an answer cut by a budget is what
     it asked for; otherwise only the server's timeout can cut it.
     """
 
-    generator: RainGenerator
-    prompt_ids: list[int]
-    question: str
-    config: RainConfig
+    stream: RainStream
+    prompt_tokens: int
     own_budget: bool
-
-    @property
-    def prompt_tokens(self) -> int:
-        return len(self.prompt_ids)
-
-    def open(self) -> RainStream:
-        """The request's search, not yet started; its budget counts from now."""
-        return self.generator.stream_ids(self.prompt_ids, self.question, config=self.config)
 
 
 def prepare(
     request: ChatRequest | CompletionRequest, generators: Generators, limits: ServerLimits
 ) -> Prepared:
-    """Check ``request`` and open its search; a 400 :class:`APIError` names what is wrong."""
+    """Check ``request`` and build its search; a 400 :class:`APIError` names what is wrong.
+
+    One pass: the request's own fields and sizes are checked here, what the
+    search needs (the judge's settings, the context window) by the generator
+    as it builds the search (:meth:`~rain_search.search.RainGenerator.stream_ids`),
+    never twice.
+    """
     refuse_unsupported(request)
     if request.model != generators.model_name:
         raise APIError(
@@ -86,15 +82,8 @@ def prepare(
             where,
             "context_length_exceeded",
         )
-    safely(lambda: generator.check_judge_settings(config), where)
-    safely(lambda: generator.fit_context(len(ids), config.max_new_tokens), where)
-    return Prepared(
-        generator=generator,
-        prompt_ids=ids,
-        question=question,
-        config=config,
-        own_budget=own_budget,
-    )
+    stream = safely(lambda: generator.stream_ids(ids, question, config=config), where)
+    return Prepared(stream=stream, prompt_tokens=len(ids), own_budget=own_budget)
 
 
 def too_long(chars: int, limits: ServerLimits, where: str) -> APIError:
