@@ -24,7 +24,7 @@ Install with ``pip install 'rain-search[agents]'``.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Collection, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from rain_search.extras import require
 
@@ -37,13 +37,14 @@ from langchain.agents.middleware import (  # noqa: E402
     ModelRequest,
     ModelResponse,
     ToolCallRequest,
+    hook_config,
 )
 from langchain_core.language_models import BaseChatModel  # noqa: E402
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage  # noqa: E402
 from langgraph.runtime import Runtime  # noqa: E402
 from langgraph.types import Command  # noqa: E402
 
-from rain_integrations._guard import GuardSettings, Verdict  # noqa: E402
+from rain_integrations._guard import GuardSettings, GuardViolation, Verdict  # noqa: E402
 from rain_integrations._options import refuse_unknown  # noqa: E402
 from rain_integrations.langchain._judged_model import JudgedChatModel  # noqa: E402
 from rain_integrations.langchain.guard import RainGuard  # noqa: E402
@@ -62,6 +63,7 @@ OWN_OPTIONS = (
     "name",
 )
 INPUT = "the user's input"
+ExitBehavior = Literal["error", "end"]
 
 
 class RainGuardMiddleware(AgentMiddleware):
@@ -72,8 +74,11 @@ class RainGuardMiddleware(AgentMiddleware):
     ``replacement=``...). ``tools`` limits the judging to the tools of those
     names. A judged message carries ``response_metadata["rain_guard"]`` (score
     and action); a tool's own ``artifact`` is kept. ``policy="block"`` stops the
-    run with :class:`~rain_integrations.langchain.GuardViolation`. An unknown option
-    raises :class:`~rain_integrations.langchain.UnknownOption` naming the valid ones.
+    run: by raising :class:`~rain_integrations.langchain.GuardViolation`
+    (``exit_behavior="error"``, the default) or by ending it with the guard's
+    ``replacement`` as the agent's last message (``exit_behavior="end"``). An
+    unknown option raises :class:`~rain_integrations.langchain.UnknownOption`
+    naming the valid ones.
     """
 
     def __init__(
@@ -85,6 +90,7 @@ class RainGuardMiddleware(AgentMiddleware):
         apply_to_input: bool = False,
         tools: Collection[str] | None = None,
         name: str | None = None,
+        exit_behavior: ExitBehavior = "error",
         **guard_options: Any,
     ) -> None:
         super().__init__()
@@ -112,6 +118,7 @@ class RainGuardMiddleware(AgentMiddleware):
         self.apply_to_input = apply_to_input
         self.tool_names = None if tools is None else frozenset(tools)
         self._name = name
+        self.exit_behavior = _checked_exit(exit_behavior, self.guard)
 
     @property
     def name(self) -> str:
@@ -129,33 +136,91 @@ class RainGuardMiddleware(AgentMiddleware):
 
     # -- the user's input ------------------------------------------------------------
 
+    @hook_config(can_jump_to=["end"])
     def before_agent(self, state: AgentState[Any], runtime: Runtime[Any]) -> dict[str, Any] | None:
         message = _last_human(state)
         if not self.apply_to_input or message is None:
             return None
-        return _input_update(message, *self.guard.check(message.text, None, INPUT))
+        try:
+            return _input_update(message, *self.guard.check(message.text, None, INPUT))
+        except GuardViolation as violation:
+            if self.exit_behavior == "error":
+                raise
+            return self._ended(violation)
 
+    @hook_config(can_jump_to=["end"])
     async def abefore_agent(
         self, state: AgentState[Any], runtime: Runtime[Any]
     ) -> dict[str, Any] | None:
         message = _last_human(state)
         if not self.apply_to_input or message is None:
             return None
-        return _input_update(message, *await self.guard.acheck(message.text, None, INPUT))
+        try:
+            return _input_update(message, *await self.guard.acheck(message.text, None, INPUT))
+        except GuardViolation as violation:
+            if self.exit_behavior == "error":
+                raise
+            return self._ended(violation)
+
+    # -- ending the run instead of raising (exit_behavior="end") -----------------------
+
+    @hook_config(can_jump_to=["end"])
+    def before_model(self, state: AgentState[Any], runtime: Runtime[Any]) -> dict[str, Any] | None:
+        """After a tool result was blocked, the run ends before the model reads it."""
+        blocked = _blocked_tool_result(state)
+        return None if blocked is None else self._ended(blocked)
+
+    @hook_config(can_jump_to=["end"])
+    async def abefore_model(
+        self, state: AgentState[Any], runtime: Runtime[Any]
+    ) -> dict[str, Any] | None:
+        return self.before_model(state, runtime)
+
+    def _ended(self, violation: GuardViolation | ToolMessage) -> dict[str, Any]:
+        """Jump to the end, the agent's last word being the guard's replacement."""
+        return {"jump_to": "end", "messages": [self._blocked_answer(violation)]}
+
+    def _blocked_answer(self, violation: GuardViolation | ToolMessage) -> AIMessage:
+        if isinstance(violation, ToolMessage):
+            verdict = violation.response_metadata["rain_guard"]
+        else:
+            verdict = {"score": violation.score, "action": "block"}
+        return AIMessage(self.guard.replacement, response_metadata={"rain_guard": verdict})
 
     # -- tool results ----------------------------------------------------------------
 
     def wrap_tool_call(
         self, request: ToolCallRequest, handler: Callable[[ToolCallRequest], ToolResult]
     ) -> ToolResult:
-        return handler(self._guarded(request))
+        try:
+            return handler(self._guarded(request))
+        except GuardViolation as violation:
+            if self.exit_behavior == "error":
+                raise
+            return self._blocked_result(request, violation)
 
     async def awrap_tool_call(
         self,
         request: ToolCallRequest,
         handler: Callable[[ToolCallRequest], Awaitable[ToolResult]],
     ) -> ToolResult:
-        return await handler(self._guarded(request))
+        try:
+            return await handler(self._guarded(request))
+        except GuardViolation as violation:
+            if self.exit_behavior == "error":
+                raise
+            return self._blocked_result(request, violation)
+
+    def _blocked_result(self, request: ToolCallRequest, violation: GuardViolation) -> ToolMessage:
+        """The blocked tool's result: the replacement, marked so that ``before_model`` ends
+        the run."""
+        return ToolMessage(
+            self.guard.replacement,
+            tool_call_id=request.tool_call["id"],
+            name=request.tool_call["name"],
+            status="error",
+            response_metadata={"rain_guard": {"score": violation.score, "action": "block"}},
+        )
 
     def _guarded(self, request: ToolCallRequest) -> ToolCallRequest:
         """The request with its tool judged (see :class:`GuardedTool`), if this guard judges it."""
@@ -176,7 +241,12 @@ class RainGuardMiddleware(AgentMiddleware):
     ) -> ModelResult:
         if not self.apply_to_output:
             return handler(request)
-        return handler(judged(request, self.guard))
+        try:
+            return handler(judged(request, self.guard))
+        except GuardViolation as violation:
+            if self.exit_behavior == "error":
+                raise
+            return ModelResponse(result=[self._blocked_answer(violation)])
 
     async def awrap_model_call(
         self,
@@ -185,7 +255,12 @@ class RainGuardMiddleware(AgentMiddleware):
     ) -> ModelResult:
         if not self.apply_to_output:
             return await handler(request)
-        return await handler(judged(request, self.guard))
+        try:
+            return await handler(judged(request, self.guard))
+        except GuardViolation as violation:
+            if self.exit_behavior == "error":
+                raise
+            return ModelResponse(result=[self._blocked_answer(violation)])
 
 
 def judged(request: ModelRequest, guard: GuardSettings) -> ModelRequest:
@@ -198,6 +273,30 @@ def judged(request: ModelRequest, guard: GuardSettings) -> ModelRequest:
         )
     question = latest_question({"messages": request.messages})
     return request.override(model=JudgedChatModel(model=model, guard=guard, question=question))
+
+
+def _checked_exit(exit_behavior: str, guard: RainGuard) -> ExitBehavior:
+    if exit_behavior == "error":
+        return "error"
+    if exit_behavior != "end":
+        raise ConfigError(f"exit_behavior is 'error' or 'end', got {exit_behavior!r}")
+    if guard.policy != "block":
+        raise ConfigError(
+            f"exit_behavior='end' acts on blocked text, but the policy is {guard.policy!r}; "
+            "set policy='block'"
+        )
+    return "end"
+
+
+def _blocked_tool_result(state: Any) -> ToolMessage | None:
+    """A tool result of the latest step that a guard blocked (exit_behavior='end')."""
+    messages = state.get("messages", []) if isinstance(state, dict) else []
+    for message in reversed(messages):
+        if not isinstance(message, ToolMessage):
+            return None
+        if message.response_metadata.get("rain_guard", {}).get("action") == "block":
+            return message
+    return None
 
 
 def _tools_part(names: frozenset[str] | None) -> str:

@@ -112,6 +112,37 @@ def test_the_middleware_blocks_the_run(where: str) -> None:
     assert len(model.seen) == {"tool": 1, "output": 2, "input": 0}[where]
 
 
+@pytest.mark.parametrize("where", ["tool", "output", "input"])
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_exit_behavior_end_ends_the_run_with_the_replacement(where: str, mode: str) -> None:
+    options = {
+        "tool": {},
+        "output": {"apply_to_output": True, "apply_to_tool_results": False},
+        "input": {"apply_to_input": True, "apply_to_tool_results": False},
+    }[where]
+    middleware = RainGuardMiddleware(
+        evaluator=unsafe, policy="block", exit_behavior="end", replacement=WITHHELD, **options
+    )
+    agent, model = agent_for(search, middleware=[middleware], answer=UNSAFE)
+    state = {"messages": [HumanMessage(UNSAFE if where == "input" else QUESTION)]}
+    result = agent.invoke(state) if mode == "sync" else asyncio.run(agent.ainvoke(state))
+    last = result["messages"][-1]
+    assert isinstance(last, AIMessage) and last.content == WITHHELD
+    assert last.response_metadata["rain_guard"] == {"score": -1.0, "action": "block"}
+    assert len(model.seen) == {"tool": 1, "output": 2, "input": 0}[where]
+    answers = [m.text for m in result["messages"] if isinstance(m, AIMessage)]
+    assert "bleach" not in str(answers)  # the blocked answer is not in the state
+    if where != "output":  # the model never read the blocked tool result or input
+        assert "bleach" not in " ".join(m.text for seen in model.seen for m in seen)
+
+
+def test_exit_behavior_needs_the_block_policy() -> None:
+    with pytest.raises(ConfigError, match="set policy='block'"):
+        RainGuardMiddleware(evaluator=unsafe, exit_behavior="end")
+    with pytest.raises(ConfigError, match="'error' or 'end', got 'stop'"):
+        RainGuardMiddleware(evaluator=unsafe, policy="block", exit_behavior="stop")  # type: ignore[arg-type]
+
+
 def test_input_guarding_replaces_the_users_message_before_the_model_reads_it() -> None:
     middleware = guard_middleware(apply_to_input=True, apply_to_tool_results=False)
     agent, model = agent_for(search, middleware=[middleware])
