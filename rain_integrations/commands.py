@@ -117,8 +117,9 @@ def add_serve_options(parser: argparse.ArgumentParser) -> None:
         "--timeout",
         type=float,
         default=300.0,
-        help="seconds one answer may take once it has a slot; past it the request fails "
-        "with 504 (default: 300)",
+        help="seconds one answer may take once it has a slot: at that moment the request "
+        "gets a 504 (a stream, an error event) and its search is stopped, even mid-step "
+        "(default: 300)",
     )
     parser.add_argument(
         "--max-wait",
@@ -132,42 +133,22 @@ def run_serve(args: argparse.Namespace) -> int:
     """Load the model, then serve it until interrupted."""
     require("fastapi", "serve", "rain serve")
     require("uvicorn", "serve", "rain serve")
-    from rain_integrations.server.limits import ServerLimits
     from rain_integrations.server.main import serve
+    from rain_integrations.server.options import ServeOptions
     from rain_search.models import EMBEDDED_MODEL_NAME
 
-    limits = ServerLimits(
-        max_prompt_tokens=args.max_prompt_tokens,
-        max_tokens=args.max_tokens,
-        max_concurrent=args.max_concurrent,
-        max_queue=args.max_queue,
-        timeout=args.timeout,
-        max_wait=args.max_wait,
-    )
-    name = args.model_name or args.model or EMBEDDED_MODEL_NAME
+    options = ServeOptions.from_args(args, args.model_name or args.model or EMBEDDED_MODEL_NAME)
     if args.ray:
         from rain_integrations.server.ray_serve import serve_with_ray
 
         serve_with_ray(
             GeneratorSpec.from_args(args),
+            options,
             replicas=ray_replicas(args, "replica"),
-            host=args.host,
-            port=args.port,
-            api_key=args.api_key,
-            limits=limits,
-            model_name=name,
             address=args.ray_address,
         )
         return 0
-    serve(
-        make_generator(args),
-        host=args.host,
-        port=args.port,
-        api_key=args.api_key,
-        limits=limits,
-        model_name=name,
-        quiet=args.quiet,
-    )
+    serve(make_generator(args), options, quiet=args.quiet)
     return 0
 
 

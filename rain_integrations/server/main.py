@@ -16,40 +16,37 @@ from rain_integrations.server.app import build_app
 from rain_integrations.server.generators import GeneratorSource
 from rain_integrations.server.limits import ServerLimits
 from rain_integrations.server.metrics import ServerMetrics
+from rain_integrations.server.options import ServeOptions
 from rain_integrations.server.protocol import guarded_protocol
 
 
 def serve(
-    generator: GeneratorSource,
-    *,
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    api_key: str | None = None,
-    limits: ServerLimits | None = None,
-    model_name: str | None = None,
-    quiet: bool = False,
+    generator: GeneratorSource, options: ServeOptions | None = None, *, quiet: bool = False
 ) -> None:
-    """Serve ``generator`` on ``host:port`` until interrupted."""
-    if api_key is None and not is_loopback(host):
+    """Serve ``generator`` on ``options.host:options.port`` until interrupted."""
+    options = options or ServeOptions()
+    if options.api_key is None and not is_loopback(options.host):
         print(
-            f"rain: warning: serving on {host} without an API key: anyone who can reach this "
-            "port can use the model; pass --api-key or set RAIN_API_KEY",
+            f"rain: warning: serving on {options.host} without an API key: anyone who can reach "
+            "this port can use the model; pass --api-key or set RAIN_API_KEY",
             file=sys.stderr,
         )
-    limits = limits or ServerLimits()
     metrics = ServerMetrics()
     app = build_app(
-        generator, api_key=api_key, limits=limits, model_name=model_name, metrics=metrics
+        generator,
+        api_key=options.api_key,
+        limits=options.limits,
+        model_name=options.model_name,
+        metrics=metrics,
     )
     if not quiet:
-        print(
-            f"rain: serving {model_name or 'the model'} at http://{host}:{port}/v1", file=sys.stderr
-        )
+        name = options.model_name or "the model"
+        print(f"rain: serving {name} at http://{options.host}:{options.port}/v1", file=sys.stderr)
     uvicorn.run(
         app,
-        **uvicorn_options(limits, metrics),
-        host=host,
-        port=port,
+        **uvicorn_options(options.limits, metrics),
+        host=options.host,
+        port=options.port,
         log_level="warning" if quiet else "info",
     )
 

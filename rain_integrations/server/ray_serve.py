@@ -29,6 +29,7 @@ from rain_integrations.server.generators import GeneratorSource
 from rain_integrations.server.limits import ServerLimits
 from rain_integrations.server.main import is_loopback
 from rain_integrations.server.metrics import RayMirror, ServerMetrics
+from rain_integrations.server.options import ServeOptions
 from rain_search.errors import ConfigError
 from rain_search.extras import require
 from rain_search.models import EMBEDDED_MODEL_NAME
@@ -43,18 +44,16 @@ class RainReplica:
     """
 
     def __init__(
-        self,
-        factory: GeneratorSource,
-        api_key: str | None,
-        limits: ServerLimits,
-        model_name: str | None,
-        loopback: bool = True,
+        self, factory: GeneratorSource, options: ServeOptions, loopback: bool = True
     ) -> None:
         if loopback:
             keep_grpc_on_loopback()
-        metrics = ServerMetrics(mirror=RayMirror())
         self.app = build_app(
-            factory, api_key=api_key, limits=limits, model_name=model_name, metrics=metrics
+            factory,
+            api_key=options.api_key,
+            limits=options.limits,
+            model_name=options.model_name,
+            metrics=ServerMetrics(mirror=RayMirror()),
         )
         self.app.state.rain.generators.base()  # load the model now, not at the first request
 
@@ -70,25 +69,18 @@ class RainFront:
     another one; a stream it was serving ends with an SSE ``error`` event.
     """
 
-    def __init__(
-        self,
-        replicas: Any,
-        limits: ServerLimits,
-        loopback: bool = True,
-        api_key: str | None = None,
-    ) -> None:
+    def __init__(self, replicas: Any, options: ServeOptions, loopback: bool = True) -> None:
         if loopback:
             keep_grpc_on_loopback()
         self._replicas = replicas.options(stream=True)
-        self._limits = limits
-        self._api_key = api_key
+        self._options = options
 
     def __serve_build_asgi_app__(self) -> Any:
         return front_app(
             lambda request: self._replicas.forward.remote(request),
-            max_bytes=self._limits.max_body_bytes,
-            body_timeout=self._limits.body_timeout,
-            api_key=self._api_key,
+            max_bytes=self._options.limits.max_body_bytes,
+            body_timeout=self._options.limits.body_timeout,
+            api_key=self._options.api_key,
         )
 
 
@@ -123,9 +115,7 @@ def application(
     factory: GeneratorSource,
     *,
     replicas: Replicas,
-    api_key: str | None = None,
-    limits: ServerLimits | None = None,
-    model_name: str | None = None,
+    options: ServeOptions | None = None,
     loopback: bool = True,
 ) -> Any:
     """A Ray Serve application (``serve.run(application(...))``) of ``replicas`` copies.
@@ -135,7 +125,8 @@ def application(
     :mod:`~rain_integrations.server.forward`).
     """
     serve = require("ray.serve", "ray", "rain serve --ray")
-    limits = limits or ServerLimits()
+    options = options or ServeOptions()
+    limits = options.limits
     admitted = limits.max_concurrent + limits.max_queue + 1
     model = serve.deployment(
         RainReplica,
@@ -151,8 +142,7 @@ def application(
         max_ongoing_requests=admitted * replicas.count,
         ray_actor_options={"num_cpus": 0},
     )
-    model_app = model.bind(factory, api_key, limits, model_name, loopback)
-    return front.bind(model_app, limits, loopback, api_key)
+    return front.bind(model.bind(factory, options, loopback), options, loopback)
 
 
 def check_resources(replicas: Replicas, available: dict[str, float]) -> None:
@@ -169,33 +159,24 @@ def check_resources(replicas: Replicas, available: dict[str, float]) -> None:
 
 def serve_with_ray(
     factory: GeneratorSource,
+    options: ServeOptions | None = None,
     *,
     replicas: Replicas,
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    api_key: str | None = None,
-    limits: ServerLimits | None = None,
-    model_name: str | None = None,
     address: str | None = None,
     blocking: bool = True,
 ) -> None:
-    """Start (or join, with ``address``) a Ray cluster and serve the app on ``host:port``.
+    """Start (or join, with ``address``) a Ray cluster and serve the app on the options'
+    ``host:port``.
 
     A local cluster for a loopback ``host`` listens on 127.0.0.1 only.
     """
-    loopback = address is None and is_loopback(host)
-    ray = start_ray(address, loopback=is_loopback(host), purpose="rain serve --ray")
+    options = options or ServeOptions()
+    loopback = address is None and is_loopback(options.host)
+    ray = start_ray(address, loopback=is_loopback(options.host), purpose="rain serve --ray")
     serve = require("ray.serve", "ray", "rain serve --ray")
     check_resources(replicas, ray.cluster_resources())
-    serve.start(http_options={"host": host, "port": port})
-    app = application(
-        factory,
-        replicas=replicas,
-        api_key=api_key,
-        limits=limits,
-        model_name=model_name,
-        loopback=loopback,
-    )
+    serve.start(http_options={"host": options.host, "port": options.port})
+    app = application(factory, replicas=replicas, options=options, loopback=loopback)
     serve.run(app, name="rain", route_prefix="/", blocking=blocking)
 
 
@@ -248,14 +229,13 @@ def app_builder(args: dict[str, str]) -> Any:
     )
     api_key = values.pop("api_key", None) or os.environ.get("RAIN_API_KEY")
     model_name = values.pop("model_name", None) or spec.model or EMBEDDED_MODEL_NAME
-    return application(
-        spec,
-        replicas=replicas,
+    options = ServeOptions(
         api_key=None if api_key is None else str(api_key),
-        limits=ServerLimits(**values),
         model_name=str(model_name),
-        loopback=False,  # `serve run` may join any cluster: its network settings apply
+        limits=ServerLimits(**values),
     )
+    # `serve run` may join any cluster: its network settings apply
+    return application(spec, replicas=replicas, options=options, loopback=False)
 
 
 GENERATOR_ARGS = frozenset(

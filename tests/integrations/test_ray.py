@@ -85,18 +85,13 @@ def test_every_ray_listener_is_on_loopback(cluster) -> None:
 
 def test_two_serve_replicas_answer_concurrent_requests(cluster, spec) -> None:
     from rain_integrations.server.limits import ServerLimits
+    from rain_integrations.server.options import ServeOptions
     from rain_integrations.server.ray_serve import Replicas, serve_with_ray
 
-    serve_with_ray(
-        spec,
-        replicas=Replicas(2, cpus=0.5),
-        host="127.0.0.1",
-        port=8766,
-        api_key="k",
-        limits=ServerLimits(max_tokens=16),
-        model_name="tiny",
-        blocking=False,
+    options = ServeOptions(
+        port=8766, api_key="k", model_name="tiny", limits=ServerLimits(max_tokens=16)
     )
+    serve_with_ray(spec, options, replicas=Replicas(2, cpus=0.5), blocking=False)
     status = serve.status().applications["rain"].deployments["rain"]
     assert status.replica_states.get("RUNNING") == 2
     request = {"model": "tiny", "messages": [{"role": "user", "content": "Tell me a story"}]}
@@ -201,18 +196,14 @@ def test_a_killed_replica_costs_no_cut_answer_and_the_deployment_recovers(cluste
     import signal
 
     from rain_integrations.server.limits import ServerLimits
+    from rain_integrations.server.options import ServeOptions
     from rain_integrations.server.ray_serve import Replicas, serve_with_ray
     from tests.integrations.live import sse_events, wait_for
 
-    serve_with_ray(
-        spec,
-        replicas=Replicas(2, cpus=0.5),
-        port=8766,
-        api_key="k",
-        limits=ServerLimits(max_tokens=16),
-        model_name="tiny",
-        blocking=False,
+    options = ServeOptions(
+        port=8766, api_key="k", model_name="tiny", limits=ServerLimits(max_tokens=16)
     )
+    serve_with_ray(spec, options, replicas=Replicas(2, cpus=0.5), blocking=False)
     url, auth = "http://127.0.0.1:8766/v1/chat/completions", {"Authorization": "Bearer k"}
     long = {"model": "tiny", "messages": [{"role": "user", "content": "Tell me a story"}]}
     long |= {"max_tokens": 12, "rain": SLOW_STEPS}
@@ -257,10 +248,11 @@ def test_a_killed_replica_costs_no_cut_answer_and_the_deployment_recovers(cluste
 
 
 def test_more_gpus_than_the_cluster_has_fails_at_once(cluster, spec) -> None:
+    from rain_integrations.server.options import ServeOptions
     from rain_integrations.server.ray_serve import Replicas, serve_with_ray
 
     with pytest.raises(ConfigError, match="need 2 GPUs but the Ray cluster has 0"):
-        serve_with_ray(spec, replicas=Replicas(2, gpus=1), port=8767, blocking=False)
+        serve_with_ray(spec, ServeOptions(port=8767), replicas=Replicas(2, gpus=1), blocking=False)
 
 
 def test_rain_batch_ray_answers_every_row_once_and_resumes(cluster, model_dir, tmp_path, capsys):

@@ -78,3 +78,13 @@ def test_serve_run_builder_takes_the_cli_options_and_refuses_others(monkeypatch)
         app_builder({"replicas": "two"})
     with pytest.raises(ConfigError, match="max_concurrent must be at least 1"):
         app_builder({"max_concurrent": "0"})
+
+
+def test_serve_hands_uvicorn_the_protocol_that_caps_request_heads(served, model_dir) -> None:
+    from rain_integrations.server.protocol import GuardedProtocol
+
+    args = ["serve", "--model", model_dir, "--device", "cpu", "--preset", "fast"]
+    assert main([*args, "--evaluator", "avoid:e", "--embedder", "hidden", "--quiet"]) == 0
+    assert issubclass(served["http"], GuardedProtocol)
+    assert served["http"].max_header_bytes == served["h11_max_incomplete_event_size"] == 32768
+    assert served["http"].header_timeout == 10.0
