@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
@@ -48,7 +49,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def quiet_libraries() -> None:
-    """Our own progress lines replace the libraries' bars and notices on stderr."""
+    """Our own progress lines replace the libraries' bars and notices on stderr.
+
+    Not loaded yet, transformers and the hub read these settings from the
+    environment when they load, so a command that never needs them (``--help``,
+    a ``rain batch`` with nothing left to do) does not import them for this.
+    """
+    if "transformers" not in sys.modules and "huggingface_hub" not in sys.modules:
+        os.environ["TRANSFORMERS_VERBOSITY"] = "error"
+        os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+        return
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()

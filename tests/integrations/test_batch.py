@@ -236,15 +236,35 @@ def test_a_job_with_nothing_left_to_answer_ends_without_a_model(
     assert "0 answered, 0 errors, 2 already done" in capsys.readouterr().err
 
 
+HEAVY = "print(sorted({'torch', 'transformers', 'ray', 'fastapi'} & set(sys.modules)))"
+
+
+def run_probe(code: str) -> list[str]:
+    """Lines printed by ``code`` in a fresh interpreter (so imports can be counted)."""
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    return done.stdout.strip().splitlines()
+
+
 def test_batch_help_imports_neither_torch_nor_transformers() -> None:
     """``rain batch --help`` answers at once: the heavy libraries load only to run a job."""
     probe = (
         "import sys\nfrom rain_search.cli import main\ntry:\n    main(['batch', '--help'])\n"
-        "except SystemExit:\n    pass\n"
-        "print(sorted({'torch', 'transformers', 'ray', 'fastapi'} & set(sys.modules)))"
+        f"except SystemExit:\n    pass\n{HEAVY}"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True
+    lines = run_probe(probe)
+    assert any("results.jsonl and errors.jsonl" in line for line in lines)  # the help
+    assert lines[-1] == "[]", lines[-5:]
+
+
+def test_a_finished_job_reruns_without_importing_torch(tmp_path) -> None:
+    source = write_rows(tmp_path / "p.jsonl", [json.dumps(GOOD[0]), "{bad"])
+    (tmp_path / "out").mkdir()
+    write_rows(tmp_path / "out" / "results.jsonl", [RESULT])
+    write_rows(tmp_path / "out" / "errors.jsonl", ['{"id": null, "line": 2, "error": "x"}'])
+    argv = ["batch", str(source), str(tmp_path / "out"), "--quiet"]
+    lines = run_probe(
+        f"import sys\nfrom rain_search.cli import main\nprint(main({argv!r}))\n{HEAVY}"
     )
-    assert "results.jsonl and errors.jsonl" in done.stdout  # the help was printed
-    assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout[-500:]
+    assert lines == ["0", "[]"]
