@@ -77,9 +77,10 @@ def build_app(
 ) -> FastAPI:
     """The server app for ``generator`` (or a function that builds it).
 
-    ``api_key`` makes every ``/v1`` route require ``Authorization: Bearer
-    <key>``. ``model_name`` is what clients send as ``model`` (default: the
-    model's folder or id). ``heartbeat`` is how often, in seconds, a quiet
+    ``api_key`` makes every route but ``/health`` (the ``/v1`` routes,
+    ``/metrics``, ``/openapi.json``) require ``Authorization: Bearer <key>``.
+    ``model_name`` is what clients send as ``model`` (default: the model's
+    folder or id). ``heartbeat`` is how often, in seconds, a quiet
     stream writes an SSE comment, which is also how soon a client that went
     away is noticed. ``preload`` builds the generator at start-up, not at the
     first request. ``metrics`` records what ``GET /metrics`` shows (a

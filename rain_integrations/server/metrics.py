@@ -253,6 +253,9 @@ class MetricsMiddleware:
 
         try:
             await self.app(scope, receive, watch)
+        except Exception:
+            seen.status = seen.status or 500  # answered by the server's last-resort handler
+            raise
         finally:
             self.count(scope["path"], seen, arrival)
 

@@ -128,3 +128,14 @@ def test_metrics_and_the_schema_need_the_key_and_the_browser_docs_are_off(genera
     with TestClient(build_app(generator, model_name=MODEL)) as open_client:
         assert open_client.get("/metrics").status_code == 200
         assert open_client.get("/docs").status_code == 200
+
+
+def test_a_failure_of_the_server_itself_is_counted_as_a_500() -> None:
+    def no_model():
+        raise RuntimeError("the model could not be loaded")
+
+    app = build_app(no_model, model_name=MODEL, preload=False)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        assert client.post(CHAT, json=body()).status_code == 500
+        got = scrape(client)
+    assert value(got, "rain:requests_finished_total", route=CHAT, status="500") == 1
