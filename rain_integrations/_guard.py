@@ -13,11 +13,19 @@ Async callers get the same decisions without blocking their event loop.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-from rain_integrations._judge import Judge, make_judge
+from rain_integrations._judge import Judge, JudgeSpec, make_judge
 from rain_integrations._options import refuse_unknown
 from rain_integrations._params import RainParams
 from rain_search.errors import ConfigError, RainError
@@ -81,13 +89,13 @@ class GuardSettings(BaseModel):
         description="A RAIN model of either adapter (RainLLM, ChatRain, Rain): its judge "
         "scores the text and, under policy='regenerate', its search rewrites it.",
     )
-    evaluator: Any = Field(
+    evaluator: JudgeSpec | None = Field(
         default=None,
         description="A judge to use instead of the llm's: an Evaluator, a function "
         "(text) or (prompt, text) -> score, an async function, or a Runnable taking "
         "{'prompt', 'text'} and returning a score.",
     )
-    aevaluator: Any = Field(
+    aevaluator: Callable[..., Awaitable[object]] | None = Field(
         default=None,
         description="The async twin of a sync evaluator=, used under ainvoke/acheck.",
     )
@@ -119,6 +127,17 @@ class GuardSettings(BaseModel):
             "(a Runnable taking {'prompt', 'text'} and returning a score)"
         )
 
+    @field_validator("evaluator", "aevaluator", mode="before")
+    @classmethod
+    def _a_known_judge(cls, value: object, info: ValidationInfo) -> object:
+        """A judge of an unknown kind is refused with the kinds there are, before pydantic's
+        own type error (which would list its schema instead)."""
+        if value is not None and info.field_name == "evaluator":
+            make_judge(value, None)
+        elif value is not None:
+            make_judge(None, value)
+        return value
+
     @model_validator(mode="after")
     def _has_a_judge(self) -> GuardSettings:
         if self.llm is None and self.evaluator is None and self.aevaluator is None:
@@ -129,8 +148,8 @@ class GuardSettings(BaseModel):
             raise ConfigError("policy='regenerate' needs llm= to write the new text")
         if "{text}" not in self.rewrite_prompt:
             raise ConfigError("rewrite_prompt must contain the placeholder {text}")
-        if self.evaluator is not None or self.aevaluator is not None:
-            self.judge()  # a judge of an unknown kind is refused now, not at the first check
+        if self.evaluator is not None and self.aevaluator is not None:
+            self.judge()  # a pair must be a sync function and an async one
         return self
 
     def judge(self) -> Judge:

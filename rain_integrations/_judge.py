@@ -38,6 +38,11 @@ class RunnableJudge(Protocol):
     async def ainvoke(self, input: Any, config: Any = None, **kwargs: Any) -> Any: ...
 
 
+JudgeSpec = Evaluator | RunnableJudge | Callable[..., object]
+"""What ``evaluator=`` takes: a RAIN Evaluator, a Runnable-like judge, or a (sync or async)
+function of ``(text)`` or ``(prompt, text)``."""
+
+
 @dataclass(frozen=True)
 class Judge:
     """Scores ``text`` as an answer to ``prompt``, from sync code or an event loop."""
