@@ -166,7 +166,9 @@ class RainGuardMiddleware(AgentMiddleware):
 
     @hook_config(can_jump_to=["end"])
     def before_model(self, state: AgentState[Any], runtime: Runtime[Any]) -> dict[str, Any] | None:
-        """After a tool result was blocked, the run ends before the model reads it."""
+        """After a tool result this guard blocked, the run ends before the model reads it."""
+        if self.exit_behavior != "end" or not self.apply_to_tool_results:
+            return None
         blocked = _blocked_tool_result(state)
         return None if blocked is None else self._ended(blocked)
 
