@@ -42,12 +42,14 @@ def address(url: str) -> tuple[str, int]:
 
 
 def exchange(url: str, request: bytes) -> tuple[int, dict, bytes]:
-    """Send ``request`` whole on a new connection; the status, JSON body and the rest read."""
+    """Send ``request`` whole on a new connection, then read: the status, JSON body and rest.
+
+    Writing everything before reading is what ``http.client`` does; a server that
+    closed on it mid-write would make ``sendall`` fail here.
+    """
     with socket.create_connection(address(url), timeout=30) as conn:
-        reader = Reader(conn)
-        with contextlib.suppress(OSError):  # closed after answering: the answer is still read
-            conn.sendall(request)
-        data = reader.result()
+        conn.sendall(request)
+        data = Reader(conn).result()
     head, _, rest = data.partition(b"\r\n\r\n")
     length = int(dict(header_lines(head)).get(b"content-length", b"0"))
     return int(head.split(b" ")[1]), json.loads(rest[:length]), rest[length:]
