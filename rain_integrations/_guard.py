@@ -154,9 +154,9 @@ class GuardSettings(BaseModel):
 
     def judge(self) -> Judge:
         """The judge as a sync/async pair (see :func:`~rain_integrations._judge.make_judge`)."""
-        fallback = None if self.llm is None else self.llm.rain.evaluator
         if self.evaluator is None and self.aevaluator is None:
-            return make_judge(fallback, None)
+            assert self.llm is not None  # _has_a_judge: one of the three is given
+            return make_judge(self.llm.rain.evaluator, None)  # loads the llm's model
         return make_judge(self.evaluator, self.aevaluator)
 
     @property

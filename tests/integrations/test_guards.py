@@ -27,6 +27,7 @@ from rain_integrations.langchain import (
     GuardViolation,
     RainGuard,
     RainGuardMiddleware,
+    RainLLM,
     UnknownOption,
 )
 from rain_search.errors import ConfigError
@@ -347,3 +348,11 @@ def test_the_custom_channel_is_the_tools_own_and_not_judged() -> None:
         ).content
         == WITHHELD
     )
+
+
+def test_a_given_evaluator_judges_without_loading_the_llms_model() -> None:
+    """llm= is then only the rewriter: judging must not load it (here it cannot load)."""
+    never_loaded = RainLLM(model_id="/nonexistent/model")
+    guard = RainGuard(llm=never_loaded, evaluator=unsafe, replacement=WITHHELD)
+    assert guard.invoke(UNSAFE) == WITHHELD and guard.invoke("Boil water.") == "Boil water."
+    assert "RainLLM" not in guard.judge_name
