@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from langchain.agents import create_agent
+from langchain.tools import ToolRuntime
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_core.runnables import RunnableLambda
@@ -356,3 +357,19 @@ def test_a_given_evaluator_judges_without_loading_the_llms_model() -> None:
     guard = RainGuard(llm=never_loaded, evaluator=unsafe, replacement=WITHHELD)
     assert guard.invoke(UNSAFE) == WITHHELD and guard.invoke("Boil water.") == "Boil water."
     assert "RainLLM" not in guard.judge_name
+
+
+def test_a_tools_own_output_deltas_are_not_judged_but_its_result_is() -> None:
+    """Documented: partial output a tool streams itself goes out before it has finished."""
+
+    @tool
+    def streaming(topic: str, runtime: ToolRuntime) -> str:
+        """Look a topic up, streaming the page as it comes."""
+        runtime.emit_output_delta(UNSAFE)
+        return UNSAFE
+
+    agent, _ = agent_for(streaming, middleware=both_guarded())
+    chunks = list(agent.stream({"messages": [HumanMessage(QUESTION)]}, stream_mode="tools"))
+    events = {c["event"]: str(c) for c in chunks}
+    assert "bleach" in events["tool-output-delta"]
+    assert "bleach" not in events["tool-finished"] and WITHHELD in events["tool-finished"]
