@@ -373,3 +373,19 @@ def test_a_tools_own_output_deltas_are_not_judged_but_its_result_is() -> None:
     events = {c["event"]: str(c) for c in chunks}
     assert "bleach" in events["tool-output-delta"]
     assert "bleach" not in events["tool-finished"] and WITHHELD in events["tool-finished"]
+
+
+def test_in_a_chain_the_models_own_token_events_come_before_the_guard() -> None:
+    """Documented: a chain's result is judged, its model's own stream events are not."""
+    chain = ScriptedChatModel(script=[AIMessage(UNSAFE)]) | RainGuard(
+        evaluator=unsafe, replacement=WITHHELD
+    )
+
+    async def collect() -> list[dict[str, Any]]:
+        return [e async for e in chain.astream_events(QUESTION, version="v2")]
+
+    events = asyncio.run(collect())
+    streamed = [e for e in events if e["event"] == "on_chat_model_stream"]
+    assert "bleach" in str([e["data"] for e in streamed])
+    (end,) = [e for e in events if e["event"] == "on_chain_end" and not e["parent_ids"]]
+    assert end["data"]["output"].content == WITHHELD
