@@ -33,7 +33,6 @@ require("langchain.agents", "agents", "RainGuardMiddleware")
 from langchain.agents.middleware import (  # noqa: E402
     AgentMiddleware,
     AgentState,
-    ExtendedModelResponse,
     ModelRequest,
     ModelResponse,
     ToolCallRequest,
@@ -46,6 +45,7 @@ from langgraph.types import Command  # noqa: E402
 
 from rain_integrations._guard import GuardSettings, GuardViolation, Verdict  # noqa: E402
 from rain_integrations._options import refuse_unknown  # noqa: E402
+from rain_integrations.langchain._answers import ModelResult, ajudge_late, judge_late  # noqa: E402
 from rain_integrations.langchain._judged_model import JudgedChatModel  # noqa: E402
 from rain_integrations.langchain.guard import RainGuard  # noqa: E402
 from rain_integrations.langchain.guarded_tool import GuardedTool  # noqa: E402
@@ -53,7 +53,6 @@ from rain_integrations.langchain.tool_results import with_verdict  # noqa: E402
 from rain_search.errors import ConfigError  # noqa: E402
 
 ToolResult = ToolMessage | Command[Any]
-ModelResult = ModelResponse[Any] | AIMessage | ExtendedModelResponse[Any]
 OWN_OPTIONS = (
     "guard",
     "apply_to_tool_results",
@@ -243,8 +242,9 @@ class RainGuardMiddleware(AgentMiddleware):
     ) -> ModelResult:
         if not self.apply_to_output:
             return handler(request)
+        question = latest_question({"messages": request.messages})
         try:
-            return handler(judged(request, self.guard))
+            return judge_late(self.guard, handler(judged(request, self.guard)), question)
         except GuardViolation as violation:
             if self.exit_behavior == "error":
                 raise
@@ -257,8 +257,10 @@ class RainGuardMiddleware(AgentMiddleware):
     ) -> ModelResult:
         if not self.apply_to_output:
             return await handler(request)
+        question = latest_question({"messages": request.messages})
         try:
-            return await handler(judged(request, self.guard))
+            response = await handler(judged(request, self.guard))
+            return await ajudge_late(self.guard, response, question)
         except GuardViolation as violation:
             if self.exit_behavior == "error":
                 raise

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from langchain.agents import create_agent
+from langchain.agents.middleware import AgentMiddleware, ModelRequest
 from langchain.tools import ToolRuntime
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
@@ -389,3 +390,33 @@ def test_in_a_chain_the_models_own_token_events_come_before_the_guard() -> None:
     assert "bleach" in str([e["data"] for e in streamed])
     (end,) = [e for e in events if e["event"] == "on_chain_end" and not e["parent_ids"]]
     assert end["data"]["output"].content == WITHHELD
+
+
+class SwapModel(AgentMiddleware):
+    """A fallback-like middleware: it calls a model of its own instead of the agent's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.model = ScriptedChatModel(script=[AIMessage(UNSAFE)])
+
+    def wrap_model_call(self, request: ModelRequest, handler: Any) -> Any:
+        return handler(request.override(model=self.model))
+
+
+def test_an_answer_from_a_model_swapped_inside_the_guard_is_judged_late(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    guard = guard_middleware(apply_to_output=True, apply_to_tool_results=False)
+    model = ScriptedChatModel(script=[AIMessage("unused")])
+    agent = create_agent(model, middleware=[guard, SwapModel()])
+    with caplog.at_level(logging.WARNING, logger="rain_integrations.guard"):
+        result = agent.invoke({"messages": [HumanMessage(QUESTION)]})
+    assert result["messages"][-1].content == WITHHELD
+    assert "list RainGuardMiddleware after any middleware that changes the model" in caplog.text
+    caplog.clear()
+    inside = create_agent(model, middleware=[SwapModel(), guard])  # the guard wraps the swap
+    with caplog.at_level(logging.WARNING, logger="rain_integrations.guard"):
+        assert inside.invoke({"messages": [HumanMessage(QUESTION)]})["messages"][-1].content == (
+            WITHHELD
+        )
+    assert "list RainGuardMiddleware" not in caplog.text
