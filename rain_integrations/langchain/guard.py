@@ -28,13 +28,14 @@ if TYPE_CHECKING:
 
 
 class RainGuard(GuardSettings, RunnableSerializable[Any, Any]):
-    """Judge text and pass, replace or regenerate it.
+    """Judge text and pass, annotate, replace, regenerate or block it.
 
     Input: a string, a message (e.g. a ``ToolMessage``), or a dict with
     ``text`` and optionally ``prompt`` (what the text answers). The output has
     the input's type; messages get ``response_metadata["rain_guard"]`` with
-    the score and the action taken. ``ainvoke`` judges in a worker thread, so
-    an async agent's event loop keeps running.
+    the score and the action taken. Under ``ainvoke`` a sync judge runs in a
+    worker thread and an async one on the loop, so an async agent's event loop
+    keeps running.
 
     Each decision is logged and sent to the run's callbacks as the custom event
     ``rain_guard`` (score, action, threshold, what was judged; never the text).
