@@ -12,13 +12,19 @@ from typing import Any
 
 import uvicorn
 
+from rain_integrations.server.limits import ServerLimits
+from rain_integrations.server.main import uvicorn_options
+
 
 @contextmanager
 def running(app: Any, **options: Any) -> Iterator[str]:
     """Serve ``app`` on 127.0.0.1 at a free port in a thread; yields the base URL.
 
-    ``options`` go to ``uvicorn.Config`` (the guarded protocol of ``rain serve``, say).
+    It runs with the HTTP protocol ``rain serve`` gives uvicorn (the request-head
+    caps of the default :class:`ServerLimits`); ``options`` go to ``uvicorn.Config``
+    over those.
     """
+    options = {**uvicorn_options(ServerLimits()), **options}
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
