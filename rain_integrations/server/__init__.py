@@ -10,6 +10,7 @@ from __future__ import annotations
 from rain_search.extras import check
 
 check("fastapi", "serve", "the RAIN server")
+check("prometheus_client", "serve", "the RAIN server's GET /metrics")
 
 from rain_integrations.server.app import build_app  # noqa: E402
 from rain_integrations.server.limits import ServerLimits  # noqa: E402
