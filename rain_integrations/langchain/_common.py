@@ -77,14 +77,12 @@ class LangChainRain(RainParams):
         yield self._final_chunk(stream.result)
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
-        params = super()._get_ls_params(stop=stop, **kwargs)  # type: ignore[misc]
+        params: LangSmithParams = super()._get_ls_params(stop=stop, **kwargs)  # type: ignore[misc]
         call = unalias(kwargs)  # per-call values under either name win over the constructor's
-        params.update(
-            ls_provider="rain",
-            ls_model_name=call.get("model", self.model_name),
-            ls_temperature=call.get("temperature", self.config.temperature),
-            ls_max_tokens=call.get("max_new_tokens", self.config.max_new_tokens),
-        )
+        params["ls_provider"] = "rain"
+        params["ls_model_name"] = call.get("model", self.model_name)
+        params["ls_temperature"] = call.get("temperature", self.config.temperature)
+        params["ls_max_tokens"] = call.get("max_new_tokens", self.config.max_new_tokens)
         return params
 
     def get_token_ids(self, text: str) -> list[int]:

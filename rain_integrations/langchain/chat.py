@@ -88,7 +88,9 @@ class ChatRain(LangChainRain, BaseChatModel):
         async for chunk in self._achunks(self._start(messages, stop, kwargs), run_manager):
             yield chunk
 
-    def _start(self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict) -> Any:
+    def _start(
+        self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
+    ) -> Any:
         return self.open_stream(to_chat(messages), stop, kwargs)
 
     def _step_chunk(self, step: Any) -> ChatGenerationChunk:

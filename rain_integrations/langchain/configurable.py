@@ -29,7 +29,9 @@ def is_setting(name: str) -> bool:
     return name in SETTINGS
 
 
-class SearchSettings(RunnableConfigurableFields):
+# Unparametrized on purpose: LangChain's pydantic generic, subscripted, builds an abstract
+# RunnableSerializable[Any, Any] when copied, which cannot be instantiated.
+class SearchSettings(RunnableConfigurableFields):  # type: ignore[type-arg]
     """A RAIN model whose search settings a run's ``configurable`` values choose."""
 
     @property
