@@ -38,6 +38,7 @@ searches and read their steps; the readers take turns driving it.
 from __future__ import annotations
 
 import atexit
+import itertools
 import queue
 import threading
 import weakref
@@ -46,12 +47,15 @@ from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+import torch
+
 from rain_search.admission import Budget, Footprint
 from rain_search.backends.base import Backend
 from rain_search.backends.decoders import Pending, make_decoder
-from rain_search.errors import Cancelled
+from rain_search.errors import Cancelled, EvaluatorError
 from rain_search.result import StepStats
 from rain_search.stats import Counters, share_out
+from rain_search.tree import Fold, fold_embeddings
 from rain_search.work import Embed, Expand, ExpandKey, Iteration, Judge, Policy, Reply, Work
 
 
@@ -300,8 +304,40 @@ class Engine:
             if live:  # a search a failed group ended asks no more
                 self._answer_group(owner, live, replies)
         for task, waits in ready.items():
-            self._guard(task, self._resume, task, [(w, replies[w]) for w in waits if w in replies])
+            judged = [(w, replies[w]) for w in waits if w in replies and isinstance(w.work, Judge)]
+            self._guard(task, self._resume, task, judged)
+        self._fold(
+            {
+                task: [(w, replies[w]) for w in waits if w in replies and isinstance(w.work, Embed)]
+                for task, waits in ready.items()
+            }
+        )
         return bool(groups)
+
+    def _fold(self, embedded: dict[Task, list[tuple[Waiting, Reply]]]) -> None:
+        """Resume the embedded iterations in rounds: every search's first, then every
+        search's second, and so on. A round's vectors are folded into the trees in one
+        pass (:func:`~rain_search.tree.fold_embeddings`), each search's leaves still in
+        the order it alone folds them; if the pass fails, each search folds its own, so
+        an error ends only the searches whose leaves cause it (``batch_invariant``:
+        each search always folds its own)."""
+        for turn in itertools.zip_longest(*embedded.values()):
+            items = [
+                (task, item[0], cast(list[torch.Tensor], item[1]))
+                for task, item in zip(embedded, turn, strict=True)
+                if item is not None and not task.done
+            ]
+            folds = None if self.batch_invariant else shared_folds(items)
+            if folds is None:
+                for task, waiting, vectors in items:
+                    self._guard(task, self._fold_one, task, waiting, vectors)
+                continue
+            for (task, waiting, _), fold in zip(items, folds, strict=True):
+                self._guard(task, self._resume, task, [(waiting, fold)])
+
+    def _fold_one(self, task: Task, waiting: Waiting, vectors: list[torch.Tensor]) -> None:
+        (fold,) = fold_embeddings([(embed_of(waiting).nodes, vectors)])
+        self._resume(task, [(waiting, fold)])
 
     @staticmethod
     def _ready(task: Task) -> list[Waiting]:
@@ -426,6 +462,19 @@ def split(waiting: list[Waiting], replies: Any) -> list[tuple[Waiting, Reply]]:
     return out
 
 
+def shared_folds(items: list[tuple[Task, Waiting, list[torch.Tensor]]]) -> list[Fold] | None:
+    """The folds of one round's leaves (one per search) in one pass; None if it fails."""
+    try:
+        return fold_embeddings([(embed_of(waiting).nodes, v) for _, waiting, v in items])
+    except Exception:
+        return None
+
+
+def embed_of(waiting: Waiting) -> Embed:
+    assert isinstance(waiting.work, Embed)
+    return waiting.work
+
+
 def texts_of(work: Work) -> list[str]:
     assert isinstance(work, Judge | Embed)
     return work.texts
@@ -458,11 +507,23 @@ def ask(owner: Any, works: list[Work]) -> Any:
     """One call of ``owner`` for every text of ``works``, one reply per text, in order."""
     texts = [text for work in works for text in texts_of(work)]
     if isinstance(works[0], Embed):
-        return owner.embed(texts)
+        return vector_rows(owner.embed(texts), len(texts))
     if scores_pairs(owner):
         judged = cast(list[Judge], works)
         return owner.score_pairs([(work.prompt, text) for work in judged for text in work.texts])
     return owner.score(cast(Judge, works[0]).prompt, texts)
+
+
+def vector_rows(vectors: object, count: int) -> list[torch.Tensor]:
+    """An embedder's reply as one vector per text (one ``unbind`` for the whole call,
+    so that handing each leaf its share is list slicing)."""
+    if not isinstance(vectors, torch.Tensor) or vectors.dim() != 2 or len(vectors) != count:
+        shape = tuple(vectors.shape) if isinstance(vectors, torch.Tensor) else type(vectors)
+        raise EvaluatorError(
+            f"the embedder returned {shape} for {count} texts: embed(texts) must return a "
+            "(len(texts), dim) tensor"
+        )
+    return list(vectors.unbind())
 
 
 def scores_pairs(judge: object) -> bool:

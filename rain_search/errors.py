@@ -29,7 +29,8 @@ class PromptError(RainError, ValueError):
 
 
 class EvaluatorError(RainError):
-    """An evaluator failed or returned something other than a score in [-1, 1]."""
+    """An evaluator failed or returned something other than a score in [-1, 1]
+    (or an embedder something other than one vector per text)."""
 
 
 class Cancelled(RainError):

@@ -43,6 +43,7 @@ from rain_search.step_record import StepProgress, make_result
 from rain_search.stops import Stops
 from rain_search.tree import (
     Decision,
+    Fold,
     Node,
     ValueRange,
     Visits,
@@ -337,6 +338,7 @@ class TreeSearch(Generic[StateT]):
             value=None,
         )
         self.step.leaves.append(run)
+        fold: Fold | None = None
         try:
             rollout = yield from self.expand(path)
             run.last_call = self.cost.forward_calls
@@ -349,17 +351,17 @@ class TreeSearch(Generic[StateT]):
                     self.backend.decode(self.tokens_of(nodes[i:]) + list(rollout))
                     for i in range(len(nodes))
                 ]
-                vectors = yield Embed(texts)
-                for node, vector in zip(nodes, vectors, strict=True):
-                    node.add_embedding(vector)
+                fold = yield Embed(texts, nodes)
+                fold.apply()
         finally:  # backed up below, or abandoned when its step closed before it was done
             add_pending(path, -1)
             run.last_call = run.last_call or self.cost.forward_calls
         run.value = value
         backup(path, value, self.bounds)
-        self.step.similarity_updates += similarity_update(
-            nodes, value, self.config.similarity_threshold, self.config.similarity_weight
-        )
+        if fold is not None:
+            self.step.similarity_updates += similarity_update(
+                fold, value, self.config.similarity_threshold, self.config.similarity_weight
+            )
         return True
 
     def select(self, root: Node) -> Generator[Work, Any, list[Node] | None]:

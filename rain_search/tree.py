@@ -9,7 +9,7 @@ values) lives behind an opaque ``state`` each node carries for its backend.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,14 +74,6 @@ class Node:
         total = self.n + weight
         self.q = (self.q * self.n + value * weight) / total
         self.n = total
-
-    def add_embedding(self, embedding: torch.Tensor) -> None:
-        """Running mean of the embeddings of this node's visits."""
-        self.embedding_visits += 1
-        if self.embedding is None:
-            self.embedding = embedding  # never changed in place: no copy needed
-        else:
-            self.embedding = self.embedding + (embedding - self.embedding) / self.embedding_visits
 
     def walk(self) -> Iterator[Node]:
         """This node and every descendant, depth first."""
@@ -249,36 +241,133 @@ def backup(path: Sequence[Node], value: float, bounds: ValueRange) -> None:
     bounds.update(value)
 
 
-def similarity_update(path: Sequence[Node], value: float, threshold: float, weight: float) -> int:
+@dataclass(frozen=True)
+class Fold:
+    """One leaf's embeddings folded into its path, worked out before they are stored.
+
+    ``means[i]`` is ``nodes[i]``'s running mean with the leaf's vector for it
+    added; ``similar`` pairs each sibling of a path node with cos(the path
+    node's new mean, the sibling's mean), the pairs the similarity update
+    reads. The engine works out the folds of many searches' leaves in one pass
+    (:func:`fold_embeddings`); each leaf stores its own when it resumes.
+    """
+
+    nodes: Sequence[Node]
+    means: Sequence[torch.Tensor]
+    similar: Sequence[tuple[Node, float]]
+
+    def apply(self) -> None:
+        """Store the new means: each node's embedding is the mean over its visits."""
+        for node, mean in zip(self.nodes, self.means, strict=True):
+            node.embedding = mean  # never changed in place: no copy needed
+            node.embedding_visits += 1
+
+
+Visit = tuple[Sequence[Node], Sequence[torch.Tensor]]
+"""A leaf's path nodes below the root, and one vector per node (its text to the leaf's end)."""
+
+
+def fold_embeddings(visits: Sequence[Visit]) -> list[Fold]:
+    """The fold of every visit, in a few tensor calls for all of them.
+
+    Row by row this is the one-vector update and the one-pair cosine (both
+    work within a row), so folding many visits at once changes no number. A
+    fold reads its tree as it stands: visits of one tree must be folded, and
+    applied, in turn (two leaves of a tree share nodes), so the engine folds
+    one leaf per search at a time.
+    """
+    rows = [
+        (node, vector) for nodes, vectors in visits for node, vector in zip_rows(nodes, vectors)
+    ]
+    means = running_means(rows)
+    pairs = [
+        (visit, mean, sibling)
+        for visit, (node, _), mean in zip(owners(visits), rows, means, strict=True)
+        if node.parent is not None
+        for sibling in node.parent.children
+        if sibling is not node and sibling.embedding is not None
+    ]
+    sims = cosines([(mean, sibling.embedding) for _, mean, sibling in pairs])  # type: ignore[misc]
+    similar: list[list[tuple[Node, float]]] = [[] for _ in visits]
+    for (visit, _, sibling), sim in zip(pairs, sims, strict=True):
+        similar[visit].append((sibling, sim))
+    folds, start = [], 0
+    for (nodes, _), shared in zip(visits, similar, strict=True):
+        folds.append(Fold(nodes=nodes, means=means[start : start + len(nodes)], similar=shared))
+        start += len(nodes)
+    return folds
+
+
+def zip_rows(
+    nodes: Sequence[Node], vectors: Sequence[torch.Tensor]
+) -> list[tuple[Node, torch.Tensor]]:
+    if len(nodes) != len(vectors):
+        raise ValueError(
+            f"the embedder returned {len(vectors)} vectors for {len(nodes)} texts: "
+            "an embedder must return one vector per text"
+        )
+    return list(zip(nodes, vectors, strict=True))
+
+
+def owners(visits: Sequence[Visit]) -> list[int]:
+    """The visit index of each row of the visits laid end to end."""
+    return [visit for visit, (nodes, _) in enumerate(visits) for _ in nodes]
+
+
+def running_means(rows: Sequence[tuple[Node, torch.Tensor]]) -> list[torch.Tensor]:
+    """Each node's mean embedding with ``vector`` added: old + (vector − old) / visits.
+
+    A first visit's mean is its vector. Rows of one kind (dtype, shape,
+    device) are updated in one expression.
+    """
+    means = [vector for _, vector in rows]
+    seen = [i for i, (node, _) in enumerate(rows) if node.embedding is not None]
+    for group in by_kind(seen, [vector for _, vector in rows]):
+        old = torch.stack([rows[i][0].embedding for i in group])  # type: ignore[misc]
+        new = torch.stack([rows[i][1] for i in group])
+        visits = [[rows[i][0].embedding_visits + 1] for i in group]
+        updated = old + (new - old) / torch.tensor(visits, dtype=old.dtype, device=old.device)
+        for i, mean in zip(group, updated.unbind(), strict=True):
+            means[i] = mean
+    return means
+
+
+def cosines(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> list[float]:
+    """cos(a, b) for every pair: one call per kind of vector (the search asks after
+    every leaf; a call per pair was most of its tensor operations)."""
+    sims = [0.0] * len(pairs)
+    for group in by_kind(range(len(pairs)), [a for a, _ in pairs]):
+        left = torch.stack([pairs[i][0] for i in group])
+        right = torch.stack([pairs[i][1] for i in group])
+        values = torch.nn.functional.cosine_similarity(left, right, dim=-1).tolist()
+        for i, value in zip(group, values, strict=True):
+            sims[i] = value
+    return sims
+
+
+def by_kind(indices: Iterable[int], tensors: Sequence[torch.Tensor]) -> list[list[int]]:
+    """``indices`` grouped by their tensor's dtype, shape and device (what stacks together;
+    searches with different embedders share an engine)."""
+    groups: dict[tuple[torch.dtype, torch.Size, torch.device], list[int]] = {}
+    for i in indices:
+        tensor = tensors[i]
+        groups.setdefault((tensor.dtype, tensor.shape, tensor.device), []).append(i)
+    return list(groups.values())
+
+
+def similarity_update(fold: Fold, value: float, threshold: float, weight: float) -> int:
     """Share a visit with siblings whose embedding is close to a path node's.
 
     Each sibling ``s`` of a path node ``x`` with cos(x, s) >= threshold gets a
     fractional visit γ·sim carrying ``value``: text the model would say the
     same way deserves the same verdict. Returns how many siblings were updated.
     """
-    pairs = [
-        (node, sibling)
-        for node in path
-        if node.parent is not None and node.embedding is not None
-        for sibling in node.parent.children
-        if sibling is not node and sibling.embedding is not None
-    ]
     updated = 0
-    for (_, sibling), sim in zip(pairs, cosines(pairs), strict=True):
+    for sibling, sim in fold.similar:
         if sim >= threshold:
             sibling.add_value(value, weight * sim)
             updated += 1
     return updated
-
-
-def cosines(pairs: Sequence[tuple[Node, Node]]) -> list[float]:
-    """cos(a.embedding, b.embedding) for every pair, in one call (the search runs this
-    after every leaf: a call per pair was most of its tensor operations)."""
-    if not pairs:
-        return []
-    left = torch.stack([a.embedding for a, _ in pairs])  # type: ignore[misc]
-    right = torch.stack([b.embedding for _, b in pairs])  # type: ignore[misc]
-    return torch.nn.functional.cosine_similarity(left, right, dim=-1).tolist()
 
 
 def children_alike(node: Node, set_length: int, threshold: float) -> bool:

@@ -26,6 +26,7 @@ from rain_search.embeddings import Embedder
 from rain_search.evaluators import Evaluator
 from rain_search.result import RainResult, StepStats
 from rain_search.stats import Counters
+from rain_search.tree import Fold, Node
 
 
 @dataclass(frozen=True)
@@ -72,13 +73,15 @@ class Judge:
 
 @dataclass
 class Embed:
-    """Embed ``texts``; sent back: a (len(texts), dim) tensor."""
+    """Embed ``texts`` (one per node of ``nodes``: the text from that node to the leaf's end);
+    sent back: the :class:`~rain_search.tree.Fold` of their vectors into ``nodes``."""
 
     texts: list[str]
+    nodes: Sequence[Node]
 
 
 Work = Expand | Judge | Embed
-Reply = Expansion | list[float] | torch.Tensor
+Reply = Expansion | list[float] | Fold
 Iteration = Generator[Work, Any, bool]
 """One search iteration: yields work, is sent each reply, returns whether it ran
 (False: every free leaf was busy, try again after the next call)."""

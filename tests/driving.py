@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from rain_search.policy import StepProgress, TreeSearch
-from rain_search.tree import Node
+from rain_search.tree import Node, fold_embeddings
 from rain_search.work import Expand, Iteration, Judge
 
 
@@ -20,7 +20,8 @@ def drive(search: TreeSearch, iteration: Iteration) -> bool:
         elif isinstance(work, Judge):
             reply = search.evaluator.score(work.prompt, work.texts)
         else:
-            reply = search.embedder.embed(work.texts)
+            vectors = search.embedder.embed(work.texts).unbind()
+            (reply,) = fold_embeddings([(work.nodes, vectors)])
 
 
 def search_once(search: TreeSearch, root: Node) -> tuple[int, bool]:

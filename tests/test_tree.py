@@ -23,6 +23,7 @@ from rain_search.tree import (
     decide,
     drop_child_visits,
     early_stop,
+    fold_embeddings,
     mix_root_noise,
     needs_more_children,
     normalise,
@@ -91,11 +92,13 @@ def test_backup_running_mean_without_discount() -> None:
 
 def test_similarity_update_fractional_visits() -> None:
     root = Node(())
-    x = Node((1,), root, n=1, fn=1, q=1.0, embedding=torch.tensor([1.0, 0.0]))
+    x = Node((1,), root, n=1, fn=1, q=1.0)
     close = Node((2,), root, n=2, fn=2, q=-1.0, embedding=torch.tensor([0.96, 0.28]))
     far = Node((3,), root, n=1, fn=1, q=0.0, embedding=torch.tensor([0.0, 1.0]))
     root.children = [x, close, far]
-    updated = similarity_update([x], 1.0, threshold=0.95, weight=0.2)
+    (fold,) = fold_embeddings([([x], [torch.tensor([1.0, 0.0])])])
+    fold.apply()
+    updated = similarity_update(fold, 1.0, threshold=0.95, weight=0.2)
     sim = 0.96 / math.hypot(0.96, 0.28)  # = 0.96
     assert updated == 1
     assert close.n == pytest.approx(2 + 0.2 * sim)
@@ -106,11 +109,55 @@ def test_similarity_update_fractional_visits() -> None:
 
 
 def test_embedding_running_mean() -> None:
-    node = Node(())
-    node.add_embedding(torch.tensor([1.0, 0.0]))
-    node.add_embedding(torch.tensor([0.0, 1.0]))
-    node.add_embedding(torch.tensor([0.0, 1.0]))
+    node = Node((1,), Node(()))
+    for vector in ([1.0, 0.0], [0.0, 1.0], [0.0, 1.0]):
+        (fold,) = fold_embeddings([([node], [torch.tensor(vector)])])
+        fold.apply()
+    assert node.embedding is not None
     assert node.embedding.tolist() == pytest.approx([1 / 3, 2 / 3])
+    assert node.embedding_visits == 3
+
+
+def small_tree(seed: int, dim: int) -> list[Node]:
+    """A root with three embedded children, the first with an embedded child: a path of two."""
+    generator = torch.Generator().manual_seed(seed)
+    root = Node(())
+    children = [Node((i,), root, depth=1) for i in range(3)]
+    root.children = children
+    grandchild = Node((9,), children[0], depth=2)
+    children[0].children = [grandchild, Node((8,), children[0], depth=2)]
+    for node in [*children, *children[0].children]:
+        node.embedding = torch.randn(dim, generator=generator)
+        node.embedding_visits = 2
+    return [children[0], grandchild]
+
+
+def test_folding_many_visits_at_once_gives_each_its_own_numbers() -> None:
+    # one leaf per tree, trees with embedders of two sizes: one pass must give every
+    # fold bit for bit what folding it alone gives (the engine folds many searches at once)
+    paths = [small_tree(seed, dim) for seed, dim in [(0, 8), (1, 8), (2, 5), (3, 8)]]
+    vectors = [
+        list(
+            torch.randn(
+                len(path), len(path[0].embedding), generator=torch.Generator().manual_seed(i)
+            )
+        )
+        for i, path in enumerate(paths)
+    ]
+    together = fold_embeddings(list(zip(paths, vectors, strict=True)))
+    alone = [fold_embeddings([(p, v)])[0] for p, v in zip(paths, vectors, strict=True)]
+    for a, b in zip(together, alone, strict=True):
+        assert all(torch.equal(x, y) for x, y in zip(a.means, b.means, strict=True))
+        assert [(id(node), sim) for node, sim in a.similar] == [
+            (id(node), sim) for node, sim in b.similar
+        ]
+        assert len(a.similar) == 3  # two siblings at depth 1, one at depth 2
+
+
+def test_fold_refuses_a_vector_count_that_does_not_match_the_nodes() -> None:
+    path = small_tree(0, 4)
+    with pytest.raises(ValueError, match="one vector per text"):
+        fold_embeddings([(path, [torch.zeros(4)])])
 
 
 def test_priors_greedy_clipped_into_sampled_range() -> None:
