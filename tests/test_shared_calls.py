@@ -191,3 +191,21 @@ def test_batch_invariant_searches_keep_judge_and_embedder_calls_of_their_own(tin
     assert max(j for j, _ in passes) > 1  # searches asked in the same pass, called apart
     assert together.evaluator.calls == alone.evaluator.calls  # type: ignore[attr-defined]
     assert together.embedder.calls == alone.embedder.calls  # type: ignore[attr-defined]
+
+
+class ShortEmbedder(HiddenStateEmbedder):
+    """Drops the last vector when asked for more than one: a broken custom embedder."""
+
+    def embed(self, texts: Sequence[str]) -> torch.Tensor:
+        vectors = super().embed(texts)
+        return vectors[:-1] if len(texts) > 1 else vectors
+
+
+def test_an_embedder_that_returns_too_few_vectors_is_named_not_a_zip_error(tiny_llama) -> None:
+    model, tokenizer = tiny_llama
+    config = RainConfig.preset("fast").merged(max_new_tokens=4, parallel_leaves=2)
+    generator = RainGenerator(
+        model, tokenizer, config, evaluator=judge, embedder=ShortEmbedder(model, tokenizer)
+    )
+    with pytest.raises(EvaluatorError, match=r"must return a \(len\(texts\), dim\) tensor"):
+        generator.generate("Tell me a story", seed=0)
