@@ -260,11 +260,17 @@ PRESETS: dict[str, dict[str, Any]] = {
     # swap, rollouts to the end of the answer.
     "truthful": {"early_stop_visits": 16, "swap_labels": False, "rollout_until": "eos"},
     # A cheap search for CPUs and demos: fewer candidates and iterations, 8 leaves at once.
-    # T = 12 still lets a bad high-prior child be overtaken (it takes ~5 visits). A round
-    # lasts as long as its longest rollout; 8 tokens judge as well as 16 on the efficacy
-    # set (21 vs 20 of 24 banned-word cases) at 1.54 instead of 2.00 calls per token.
+    # A round lasts as long as its longest rollout; 8 tokens judge as well as 16 on the
+    # efficacy set (21 vs 20 of 24 banned-word cases) at 1.54 instead of 2.00 calls per token.
     # No expansions ahead: its rounds already fill the calls (4 ahead: the same 1.56 calls
     # per token, 15% more wall time on 2 prompts x 16 tokens).
+    # T = 12 is too few visits for the commit to follow the judge: without the two settings
+    # below the efficacy set (32 tokens, seed 0) committed a child at -0.5 or below beside a
+    # visited sibling at +0.5 or above in 4 steps at one leaf (17 of 24 avoided) and 3 steps
+    # at 8 leaves (21 of 24). commit_margin=1 alone: no such step, 19 (one leaf) and 22 of 24;
+    # with one rewind as well: 22 and 22 of 24 (one case lost and two won at 8 leaves), at
+    # 1.60 instead of 1.54 calls per token at 8 leaves (5.81 instead of 5.10 at one leaf);
+    # three rewinds scored the same at 1.87 calls per token at 8 leaves.
     "fast": {
         "num_children": 4,
         "parallel_leaves": 8,
@@ -275,5 +281,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "max_children": 8,
         "rollout_max_tokens": 8,
         "max_new_tokens": 64,
+        "commit_margin": 1.0,
+        "max_rewinds": 1,
     },
 }
