@@ -138,18 +138,23 @@ class Engine:
                     self._guard(task, self._send, task, waiting.iteration, job.result)
             self._settle()
         self.tasks = [task for task in self.tasks if not task.done]
+        self.drop_cancelled()
         if not self.tasks and not self.queued:
             self.decoder.release()
 
+    def drop_cancelled(self) -> None:
+        """End the queued searches whose readers left (at both ends of a turn, and when a
+        reader leaves between turns: a turn nobody runs would leave them queued)."""
+        for task in [task for task in self.queued if task.search.cancelled()]:
+            self.queued.remove(task)
+            self._end(task, Cancelled("the generation was cancelled"))
+
     def _admit(self) -> None:
         """Move queued searches into the calls, in order, while the budget holds them."""
+        self.drop_cancelled()
         live = [task.footprint for task in self.tasks if task.footprint is not None]
         while self.queued:
             task = self.queued[0]
-            if task.search.cancelled():  # its reader left while it waited
-                self.queued.popleft()
-                self._end(task, Cancelled("the generation was cancelled"))
-                continue
             footprint = task.search.footprint(len(task.prompt_ids))
             if self.budget is not None and not self.budget.admits(live, footprint):
                 return
@@ -578,10 +583,21 @@ class Scheduler:
         """Cancel every search at the next turn (their readers see :class:`Cancelled`)."""
         self._stopping = True
 
+    def reader_left(self) -> None:
+        """Drop the queued searches whose readers left, now if no turn is running (one
+        that is drops them as it ends)."""
+        with self._turn:
+            if not self._leading:
+                self._queue_inbox()
+                self.engine.drop_cancelled()
+
+    def _queue_inbox(self) -> None:
+        while not self._inbox.empty():
+            self.engine.queue(self._inbox.get_nowait())
+
     def _run_once(self) -> None:
         engine = self.engine
-        while not self._inbox.empty():
-            engine.queue(self._inbox.get_nowait())
+        self._queue_inbox()
         if self._stopping:
             engine.cancel_all("the interpreter is exiting")
             return

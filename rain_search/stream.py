@@ -93,7 +93,10 @@ class RainStream:
         self._cancel.set()
 
     def close(self) -> None:
-        """Stop the search now; the engine drops it and its caches before its next call."""
+        """Stop the search now; the engine drops it and its caches before its next call
+        (a search still queued, at once)."""
         if not self._ended:
             self.cancel()
             self._ended = True
+            if self._task is not None:
+                self._scheduler.reader_left()

@@ -374,11 +374,7 @@ def test_the_budget_admits_in_order_and_always_one() -> None:
 
 def test_a_search_cancelled_while_queued_never_starts(tiny_llama) -> None:
     model, tokenizer = tiny_llama
-    # No rewinds: with the fast preset's one (issue 31) the cancelled search was still
-    # queued after the first answer was read (held steps reach the reader a commit late,
-    # and a cancelled queued search is dropped only on the engine's next turn).
-    config = RainConfig.preset("fast", max_rewinds=0)
-    generator = RainGenerator(model, tokenizer, config, evaluator=lambda t: 0.0, max_batch_rows=1)
+    generator = RainGenerator(model, tokenizer, "fast", evaluator=lambda t: 0.0, max_batch_rows=1)
     first = generator.stream("Hello", max_new_tokens=6).start()
     waiting = generator.stream("Tell me a story", max_new_tokens=6).start()
     next(first)
