@@ -55,8 +55,19 @@ from rain_search.backends.decoders import Pending, make_decoder
 from rain_search.errors import Cancelled, EvaluatorError
 from rain_search.result import StepStats
 from rain_search.stats import Counters, share_out
-from rain_search.tree import Fold, fold_embeddings
-from rain_search.work import Embed, Expand, ExpandKey, Iteration, Judge, Policy, Reply, Work
+from rain_search.tree import Fold, Node, fold_embeddings
+from rain_search.work import (
+    Assess,
+    Assessed,
+    Embed,
+    Expand,
+    ExpandKey,
+    Iteration,
+    Judge,
+    Policy,
+    Reply,
+    Work,
+)
 
 
 @dataclass(eq=False)
@@ -287,73 +298,77 @@ class Engine:
         return True
 
     def _answer(self, tasks: list[Task]) -> bool:
-        """Answer every search's ready judge and embed work: one call per judge, per embedder.
+        """Answer every search's ready leaves: one call per judge, per embedder.
 
-        Work goes to groups by the object that answers it (one judge or
-        embedder, however many searches share it; a judge without
-        ``score_pairs`` also by prompt; each search apart if ``batch_invariant``),
-        in search order, then each search's iterations are resumed in the order
-        it alone would resume them: its judged texts first, then its embedded
-        ones. Returns whether there was any.
+        A leaf's :class:`~rain_search.work.Assess` has a judge part and an
+        embed part. Parts go to groups by the object that answers them (one
+        judge or embedder, however many searches share it; a judge without
+        ``score_pairs`` also by prompt; each search apart if
+        ``batch_invariant``), in search order, judge parts first; then each
+        search's leaves are resumed in the order it asked (:meth:`_resume_assessed`).
+        Returns whether there was any.
         """
-        ready = {task: self._ready(task) for task in tasks}
-        groups: dict[Hashable, tuple[Any, dict[Task, list[Waiting]]]] = {}
-        for task, waits in ready.items():
-            for waiting in waits:
-                owner, key = answerer(task.search, waiting.work)
+        ready = {task: [split_assess(w) for w in self._ready(task)] for task in tasks}
+        groups: dict[Hashable, tuple[Any, dict[Task, list[Part]]]] = {}
+        for task, leaves in ready.items():
+            judged = [judge for judge, _ in leaves]
+            embedded = [embed for _, embed in leaves if embed is not None]
+            for part in judged + embedded:
+                owner, key = answerer(task.search, part.work)
                 key = (key, id(task)) if self.batch_invariant else key
-                groups.setdefault(key, (owner, {}))[1].setdefault(task, []).append(waiting)
-        replies: dict[Waiting, Reply] = {}
+                groups.setdefault(key, (owner, {}))[1].setdefault(task, []).append(part)
+        replies: dict[Part, PartReply] = {}
         for owner, shares in groups.values():
-            live = {task: waits for task, waits in shares.items() if not task.done}
+            live = {task: parts for task, parts in shares.items() if not task.done}
             if live:  # a search a failed group ended asks no more
                 self._answer_group(owner, live, replies)
-        for task, waits in ready.items():
-            judged = [(w, replies[w]) for w in waits if w in replies and isinstance(w.work, Judge)]
-            self._guard(task, self._resume, task, judged)
-        self._fold(
+        self._resume_assessed(
             {
-                task: [(w, replies[w]) for w in waits if w in replies and isinstance(w.work, Embed)]
-                for task, waits in ready.items()
+                task: [answered for leaf in leaves if (answered := replied(leaf, replies))]
+                for task, leaves in ready.items()
             }
         )
         return bool(groups)
 
-    def _fold(self, embedded: dict[Task, list[tuple[Waiting, Reply]]]) -> None:
-        """Resume the embedded iterations in rounds: every search's first, then every
+    def _resume_assessed(self, answered: dict[Task, list[Answered]]) -> None:
+        """Resume the assessed leaves in rounds: every search's first, then every
         search's second, and so on. A round's vectors are folded into the trees in one
         pass (:func:`~rain_search.tree.fold_embeddings`), each search's leaves still in
         the order it alone folds them; if the pass fails, each search folds its own, so
         an error ends only the searches whose leaves cause it (``batch_invariant``:
         each search always folds its own)."""
-        for turn in itertools.zip_longest(*embedded.values()):
-            items = [
-                (task, item[0], cast(list[torch.Tensor], item[1]))
-                for task, item in zip(embedded, turn, strict=True)
-                if item is not None and not task.done
+        for turn in itertools.zip_longest(*answered.values()):
+            leaves = [
+                (task, leaf)
+                for task, leaf in zip(answered, turn, strict=True)
+                if leaf is not None and not task.done
             ]
-            folds = None if self.batch_invariant else shared_folds(items)
-            if folds is None:
-                for task, waiting, vectors in items:
-                    self._guard(task, self._fold_one, task, waiting, vectors)
-                continue
-            for (task, waiting, _), fold in zip(items, folds, strict=True):
-                self._guard(task, self._resume, task, [(waiting, fold)])
+            folds = self._folds([(task, leaf) for task, leaf in leaves if leaf[2] is not None])
+            for task, (waiting, values, vectors) in leaves:
+                fold = folds.get(waiting)
+                if vectors is None or fold is not None:  # else its fold failed: the search ended
+                    self._guard(task, self._resume, task, [(waiting, Assessed(values, fold))])
 
-    def _fold_one(self, task: Task, waiting: Waiting, vectors: list[torch.Tensor]) -> None:
-        (fold,) = fold_embeddings([(embed_of(waiting).nodes, vectors)])
-        self._resume(task, [(waiting, fold)])
+    def _folds(self, leaves: list[tuple[Task, Answered]]) -> dict[Waiting, Fold]:
+        """The folds of one round's embedded leaves (at most one per search)."""
+        if not self.batch_invariant:
+            folds = shared_folds([leaf for _, leaf in leaves])
+            if folds is not None:
+                return {leaf[0]: fold for (_, leaf), fold in zip(leaves, folds, strict=True)}
+        out: dict[Waiting, Fold] = {}
+        for task, leaf in leaves:
+            fold = self._guard(task, fold_one, leaf)
+            if fold:
+                out[leaf[0]] = fold
+        return out
 
     @staticmethod
     def _ready(task: Task) -> list[Waiting]:
-        """The task's judge work, then its embed work, each in the order it was asked."""
-        ready = [w for w in task.waiting if w.job is None and not isinstance(w.work, Expand)]
-        return [w for w in ready if isinstance(w.work, Judge)] + [
-            w for w in ready if isinstance(w.work, Embed)
-        ]
+        """The task's leaves waiting to be judged and embedded, in the order it asked."""
+        return [w for w in task.waiting if w.job is None and isinstance(w.work, Assess)]
 
     def _answer_group(
-        self, owner: Any, shares: dict[Task, list[Waiting]], replies: dict[Waiting, Reply]
+        self, owner: Any, shares: dict[Task, list[Part]], replies: dict[Part, PartReply]
     ) -> None:
         """One call for the group; if it fails, one call per search, so that an error
         ends exactly the searches whose own texts fail it, as it would alone."""
@@ -363,11 +378,11 @@ class Engine:
             if len(shares) == 1:
                 self._end(next(iter(shares)), error)
                 return
-            for task, waits in shares.items():
-                answers = self._guard(task, self._shared, owner, {task: waits})
+            for task, parts in shares.items():
+                answers = self._guard(task, self._shared, owner, {task: parts})
                 replies.update(answers or {})
 
-    def _shared(self, owner: Any, shares: dict[Task, list[Waiting]]) -> dict[Waiting, Reply]:
+    def _shared(self, owner: Any, shares: dict[Task, list[Part]]) -> dict[Part, PartReply]:
         """Call ``owner`` once for every text of ``shares``; charge each search its share.
 
         What the call adds to ``owner``'s counters is split as
@@ -375,19 +390,19 @@ class Engine:
         work its own uncached texts needed, as it would alone. A plain
         embedder or evaluator counts nothing.
         """
-        waits = [w for ws in shares.values() for w in ws]
+        parts = [part for ps in shares.values() for part in ps]
         counters = getattr(owner, "counters", None)
         if not isinstance(counters, Counters):
-            return dict(split(waits, ask(owner, [w.work for w in waits])))
-        keys = [[key for w in ws for key in keys_of(w.work)] for ws in shares.values()]
+            return dict(split(parts, ask(owner, [part.work for part in parts])))
+        keys = [[key for part in ps for key in keys_of(part.work)] for ps in shares.values()]
         uncached = getattr(owner, "uncached", None)
         fresh = [uncached(k) if uncached else len(k) for k in keys]
         before = counters.copy()
-        reply = ask(owner, [w.work for w in waits])
-        parts = share_out(counters - before, [len(k) for k in keys], fresh)
-        for task, part in zip(shares, parts, strict=True):
-            task.search.cost.add(part)
-        return dict(split(waits, reply))
+        reply = ask(owner, [part.work for part in parts])
+        parts_cost = share_out(counters - before, [len(k) for k in keys], fresh)
+        for task, part_cost in zip(shares, parts_cost, strict=True):
+            task.search.cost.add(part_cost)
+        return dict(split(parts, reply))
 
     def _resume(self, task: Task, answers: list[tuple[Waiting, Reply]]) -> None:
         for waiting, reply in answers:
@@ -457,42 +472,73 @@ def prefill_chunks(tasks: list[Task]) -> Iterator[list[Task]]:
         yield chunk
 
 
-def split(waiting: list[Waiting], replies: Any) -> list[tuple[Waiting, Reply]]:
-    """Cut one batched reply back into each work's share, in order."""
+@dataclass(frozen=True, eq=False)
+class Part:
+    """The judge or the embed half of a waiting leaf's :class:`~rain_search.work.Assess`:
+    what one judge or embedder call answers among others."""
+
+    waiting: Waiting
+    work: Judge | Embed
+
+
+PartReply = list[float] | list[torch.Tensor]  # a judge's values, or an embedder's vectors
+Answered = tuple[Waiting, list[float], list[torch.Tensor] | None]
+"""A leaf with its judge's values and its vectors (None: nothing to embed)."""
+
+
+def split_assess(waiting: Waiting) -> tuple[Part, Part | None]:
+    """A leaf's judge part, and its embed part if it has one."""
+    work = waiting.work
+    assert isinstance(work, Assess)
+    return Part(waiting, work.judge), Part(waiting, work.embed) if work.embed else None
+
+
+def replied(leaf: tuple[Part, Part | None], replies: dict[Part, PartReply]) -> Answered | None:
+    """The leaf with its replies, or None if a part has none (its search ended)."""
+    judge, embed = leaf
+    if judge not in replies or (embed is not None and embed not in replies):
+        return None
+    vectors = cast(list[torch.Tensor], replies[embed]) if embed is not None else None
+    return judge.waiting, cast(list[float], replies[judge]), vectors
+
+
+def split(parts: list[Part], replies: Any) -> list[tuple[Part, PartReply]]:
+    """Cut one batched reply back into each part's share, in order."""
     out, offset = [], 0
-    for item in waiting:
-        count = len(texts_of(item.work))
-        out.append((item, replies[offset : offset + count]))
+    for part in parts:
+        count = len(part.work.texts)
+        out.append((part, replies[offset : offset + count]))
         offset += count
     return out
 
 
-def shared_folds(items: list[tuple[Task, Waiting, list[torch.Tensor]]]) -> list[Fold] | None:
+def shared_folds(leaves: list[Answered]) -> list[Fold] | None:
     """The folds of one round's leaves (one per search) in one pass; None if it fails."""
     try:
-        return fold_embeddings([(embed_of(waiting).nodes, v) for _, waiting, v in items])
+        return fold_embeddings([(nodes_of(leaf), leaf[2] or []) for leaf in leaves])
     except Exception:
         return None
 
 
-def embed_of(waiting: Waiting) -> Embed:
-    assert isinstance(waiting.work, Embed)
-    return waiting.work
+def fold_one(leaf: Answered) -> Fold:
+    (fold,) = fold_embeddings([(nodes_of(leaf), leaf[2] or [])])
+    return fold
 
 
-def texts_of(work: Work) -> list[str]:
-    assert isinstance(work, Judge | Embed)
-    return work.texts
+def nodes_of(leaf: Answered) -> Sequence[Node]:
+    work = leaf[0].work
+    assert isinstance(work, Assess) and work.embed is not None
+    return work.embed.nodes
 
 
-def keys_of(work: Work) -> list[Hashable]:
+def keys_of(work: Judge | Embed) -> list[Hashable]:
     """What the answering judge or embedder caches ``work``'s texts by."""
     if isinstance(work, Judge):
         return [(work.prompt, text) for text in work.texts]
-    return list(texts_of(work))
+    return list(work.texts)
 
 
-def answerer(search: Policy, work: Work) -> tuple[Any, Hashable]:
+def answerer(search: Policy, work: Judge | Embed) -> tuple[Any, Hashable]:
     """Who answers ``work`` for ``search``, and the key of the group it joins.
 
     Judge work of one judge shares a call whatever its prompt when the judge
@@ -508,15 +554,15 @@ def answerer(search: Policy, work: Work) -> tuple[Any, Hashable]:
     return judge, ("judge", id(judge), work.prompt)
 
 
-def ask(owner: Any, works: list[Work]) -> Any:
+def ask(owner: Any, works: Sequence[Judge | Embed]) -> Any:
     """One call of ``owner`` for every text of ``works``, one reply per text, in order."""
-    texts = [text for work in works for text in texts_of(work)]
+    texts = [text for work in works for text in work.texts]
     if isinstance(works[0], Embed):
         return vector_rows(owner.embed(texts), len(texts))
     if scores_pairs(owner):
         judged = cast(list[Judge], works)
         return owner.score_pairs([(work.prompt, text) for work in judged for text in work.texts])
-    return owner.score(cast(Judge, works[0]).prompt, texts)
+    return owner.score(works[0].prompt, texts)
 
 
 def vector_rows(vectors: object, count: int) -> list[torch.Tensor]:

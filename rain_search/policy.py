@@ -43,7 +43,6 @@ from rain_search.step_record import StepProgress, make_result
 from rain_search.stops import Stops
 from rain_search.tree import (
     Decision,
-    Fold,
     Node,
     ValueRange,
     Visits,
@@ -60,7 +59,7 @@ from rain_search.tree import (
     select_leaf,
     similarity_update,
 )
-from rain_search.work import Embed, Expand, ExpandKey, Iteration, Judge, Work
+from rain_search.work import Assess, Embed, Expand, ExpandKey, Iteration, Judge, Work
 
 
 class TreeSearch(Generic[StateT]):
@@ -322,7 +321,7 @@ class TreeSearch(Generic[StateT]):
     # -- one iteration -------------------------------------------------------------
 
     def iterate(self, root: Node) -> Iteration:
-        """Select a free leaf, expand it and roll out, judge, embed, back up.
+        """Select a free leaf, expand it and roll out, judge and embed, back up.
 
         While it runs, its path carries a pending visit (a virtual loss), so
         iterations running beside it pick other leaves.
@@ -338,20 +337,20 @@ class TreeSearch(Generic[StateT]):
             value=None,
         )
         self.step.leaves.append(run)
-        fold: Fold | None = None
         try:
             rollout = yield from self.expand(path)
             run.last_call = self.cost.forward_calls
             nodes = path[1:]
             response = self.backend.decode(self.answer + self.tokens_of(nodes) + list(rollout))
-            values = yield Judge(self.prompt, [self.stops.cut(response)])
-            value = check_score(values[0], "the evaluator")
-            if nodes:
-                texts = [
-                    self.backend.decode(self.tokens_of(nodes[i:]) + list(rollout))
-                    for i in range(len(nodes))
-                ]
-                fold = yield Embed(texts, nodes)
+            texts = [
+                self.backend.decode(self.tokens_of(nodes[i:]) + list(rollout))
+                for i in range(len(nodes))
+            ]
+            embed = Embed(texts, nodes) if nodes else None
+            assessed = yield Assess(Judge(self.prompt, [self.stops.cut(response)]), embed)
+            value = check_score(assessed.values[0], "the evaluator")
+            fold = assessed.fold
+            if fold is not None:
                 fold.apply()
         finally:  # backed up below, or abandoned when its step closed before it was done
             add_pending(path, -1)

@@ -65,7 +65,7 @@ class Expand:
 
 @dataclass
 class Judge:
-    """Score each of ``texts`` as the answer to ``prompt``; sent back: a list of floats."""
+    """Score each of ``texts`` as the answer to ``prompt`` (a part of :class:`Assess`)."""
 
     prompt: str
     texts: list[str]
@@ -73,15 +73,37 @@ class Judge:
 
 @dataclass
 class Embed:
-    """Embed ``texts`` (one per node of ``nodes``: the text from that node to the leaf's end);
-    sent back: the :class:`~rain_search.tree.Fold` of their vectors into ``nodes``."""
+    """Embed ``texts``, one per node of ``nodes``: the text from that node to the leaf's
+    end (a part of :class:`Assess`)."""
 
     texts: list[str]
     nodes: Sequence[Node]
 
 
-Work = Expand | Judge | Embed
-Reply = Expansion | list[float] | Fold
+@dataclass
+class Assess:
+    """Judge a leaf's answer and embed its path's texts, in one engine pass.
+
+    The texts to embed do not depend on the verdict, so both are asked at
+    once: a leaf is backed up one pass after its rollout, not two. Sent back:
+    an :class:`Assessed`.
+    """
+
+    judge: Judge
+    embed: Embed | None  # None for a leaf at the root (no path node to embed)
+
+
+@dataclass(frozen=True)
+class Assessed:
+    """The judge's values for :attr:`Assess.judge`, and the fold of the embedded vectors
+    into :attr:`Embed.nodes` (None when nothing was embedded)."""
+
+    values: list[float]
+    fold: Fold | None
+
+
+Work = Expand | Assess
+Reply = Expansion | Assessed
 Iteration = Generator[Work, Any, bool]
 """One search iteration: yields work, is sent each reply, returns whether it ran
 (False: every free leaf was busy, try again after the next call)."""

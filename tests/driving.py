@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rain_search.policy import StepProgress, TreeSearch
 from rain_search.tree import Node, fold_embeddings
-from rain_search.work import Expand, Iteration, Judge
+from rain_search.work import Assessed, Expand, Iteration
 
 
 def drive(search: TreeSearch, iteration: Iteration) -> bool:
@@ -17,11 +17,13 @@ def drive(search: TreeSearch, iteration: Iteration) -> bool:
             return bool(stop.value)
         if isinstance(work, Expand):
             reply = search.backend.expand(work.path, work.request, work.generator)
-        elif isinstance(work, Judge):
-            reply = search.evaluator.score(work.prompt, work.texts)
         else:
-            vectors = search.embedder.embed(work.texts).unbind()
-            (reply,) = fold_embeddings([(work.nodes, vectors)])
+            values = search.evaluator.score(work.judge.prompt, work.judge.texts)
+            fold = None
+            if work.embed is not None:
+                vectors = search.embedder.embed(work.embed.texts).unbind()
+                (fold,) = fold_embeddings([(work.embed.nodes, vectors)])
+            reply = Assessed(values, fold)
 
 
 def search_once(search: TreeSearch, root: Node) -> tuple[int, bool]:
