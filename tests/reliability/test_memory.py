@@ -31,6 +31,16 @@ def test_live_nodes_and_cached_tokens_stay_bounded(generator, monkeypatch) -> No
             assert context_length(root.state.kv) == len(prompt_ids) + len(search.answer)
         if len(search.answer) % 50 < longest_set:  # the store hands back what dropped nodes held
             gc.collect()
-            held = cached + context_length(root.state.kv)
+            held = cached + context_length(root.state.kv) + held_for_rewind(search)
             assert generator.backend.store.live <= held
     assert search.result.completion_tokens == config.max_new_tokens, "the answer grew long"
+
+
+def held_for_rewind(search: TreeSearch) -> int:
+    """Positions of the step the search may still take back (``fast`` holds one): the
+    committed child's siblings and their subtrees, kept for a rewind."""
+    if search.held is None:
+        return 0
+    return sum(
+        context_length(node.state.kv) for sibling in search.held.siblings for node in sibling.walk()
+    )
