@@ -97,7 +97,7 @@ class Engine:
     """Runs searches' work on one backend; each search brings its own judge and embedder."""
 
     def __init__(
-        self, backend: Backend, budget: Budget | None = None, batch_invariant: bool = False
+        self, backend: Backend[Any], budget: Budget | None = None, batch_invariant: bool = False
     ) -> None:
         self.backend = backend
         self.budget = budget

@@ -394,7 +394,7 @@ class TreeSearch(Generic[StateT]):
         request = self.expand_request(path)
         leaf.busy = True
         try:
-            expansion = yield Expand(
+            expansion: Expansion = yield Expand(
                 self.states(path),
                 request,
                 self.generator_for(path, leaf.fn),
