@@ -55,7 +55,7 @@ from rain_search.backends.decoders import Pending, make_decoder
 from rain_search.errors import Cancelled, EvaluatorError
 from rain_search.result import StepStats
 from rain_search.stats import Counters, share_out
-from rain_search.tree import Fold, Node, fold_embeddings
+from rain_search.tree import Fold, Visit, fold_embeddings
 from rain_search.work import (
     Assess,
     Assessed,
@@ -343,23 +343,24 @@ class Engine:
                 for task, leaf in zip(answered, turn, strict=True)
                 if leaf is not None and not task.done
             ]
-            folds = self._folds([(task, leaf) for task, leaf in leaves if leaf[2] is not None])
-            for task, (waiting, values, vectors) in leaves:
-                fold = folds.get(waiting)
-                if vectors is None or fold is not None:  # else its fold failed: the search ended
-                    self._guard(task, self._resume, task, [(waiting, Assessed(values, fold))])
+            folds = self._folds([(task, leaf) for task, leaf in leaves if leaf.visit])
+            for task, leaf in leaves:
+                fold = folds.get(leaf.waiting)
+                if leaf.visit is None or fold is not None:  # else its fold failed: it ended
+                    reply = Assessed(leaf.values, fold)
+                    self._guard(task, self._resume, task, [(leaf.waiting, reply)])
 
     def _folds(self, leaves: list[tuple[Task, Answered]]) -> dict[Waiting, Fold]:
         """The folds of one round's embedded leaves (at most one per search)."""
         if not self.batch_invariant:
             folds = shared_folds([leaf for _, leaf in leaves])
             if folds is not None:
-                return {leaf[0]: fold for (_, leaf), fold in zip(leaves, folds, strict=True)}
+                return {leaf.waiting: fold for (_, leaf), fold in zip(leaves, folds, strict=True)}
         out: dict[Waiting, Fold] = {}
         for task, leaf in leaves:
             fold = self._guard(task, fold_one, leaf)
             if fold:
-                out[leaf[0]] = fold
+                out[leaf.waiting] = fold
         return out
 
     @staticmethod
@@ -482,8 +483,16 @@ class Part:
 
 
 PartReply = list[float] | list[torch.Tensor]  # a judge's values, or an embedder's vectors
-Answered = tuple[Waiting, list[float], list[torch.Tensor] | None]
-"""A leaf with its judge's values and its vectors (None: nothing to embed)."""
+
+
+@dataclass(frozen=True)
+class Answered:
+    """A leaf with its judge's values, and the visit its vectors fold into the tree
+    (None: nothing to embed)."""
+
+    waiting: Waiting
+    values: list[float]
+    visit: Visit | None
 
 
 def split_assess(waiting: Waiting) -> tuple[Part, Part | None]:
@@ -498,8 +507,12 @@ def replied(leaf: tuple[Part, Part | None], replies: dict[Part, PartReply]) -> A
     judge, embed = leaf
     if judge not in replies or (embed is not None and embed not in replies):
         return None
-    vectors = cast(list[torch.Tensor], replies[embed]) if embed is not None else None
-    return judge.waiting, cast(list[float], replies[judge]), vectors
+    values = cast(list[float], replies[judge])
+    if embed is None:
+        return Answered(judge.waiting, values, None)
+    assert isinstance(embed.work, Embed)
+    visit = (embed.work.nodes, cast(list[torch.Tensor], replies[embed]))
+    return Answered(judge.waiting, values, visit)
 
 
 def split(parts: list[Part], replies: Any) -> list[tuple[Part, PartReply]]:
@@ -515,20 +528,15 @@ def split(parts: list[Part], replies: Any) -> list[tuple[Part, PartReply]]:
 def shared_folds(leaves: list[Answered]) -> list[Fold] | None:
     """The folds of one round's leaves (one per search) in one pass; None if it fails."""
     try:
-        return fold_embeddings([(nodes_of(leaf), leaf[2] or []) for leaf in leaves])
+        return fold_embeddings([leaf.visit for leaf in leaves if leaf.visit])
     except Exception:
         return None
 
 
 def fold_one(leaf: Answered) -> Fold:
-    (fold,) = fold_embeddings([(nodes_of(leaf), leaf[2] or [])])
+    assert leaf.visit is not None
+    (fold,) = fold_embeddings([leaf.visit])
     return fold
-
-
-def nodes_of(leaf: Answered) -> Sequence[Node]:
-    work = leaf[0].work
-    assert isinstance(work, Assess) and work.embed is not None
-    return work.embed.nodes
 
 
 def keys_of(work: Judge | Embed) -> list[Hashable]:
