@@ -52,6 +52,7 @@ import torch
 from rain_search.admission import Budget, Footprint
 from rain_search.backends.base import Backend
 from rain_search.backends.decoders import Pending, make_decoder
+from rain_search.backends.openmp import release_idle_workers
 from rain_search.errors import Cancelled, EvaluatorError
 from rain_search.result import StepStats
 from rain_search.stats import Counters, share_out
@@ -629,6 +630,8 @@ class Scheduler:
             try:
                 self._run_once()
             finally:
+                # the next turn may be another reader's: two idle teams slow both (openmp.py)
+                release_idle_workers()
                 with self._turn:
                     self._leading = False
                     self._turn.notify_all()

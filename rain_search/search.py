@@ -19,6 +19,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rain_search.admission import default_budget
 from rain_search.backends.hf import HFBackend
+from rain_search.backends.openmp import release_idle_workers
 from rain_search.backends.reencode import ReencodeBackend
 from rain_search.config import RainConfig
 from rain_search.embeddings import Embedder, make_embedder
@@ -107,6 +108,9 @@ class RainGenerator:
             model.config, self.backend.device, max_batch_rows, max_batch_kv_tokens
         )
         self.scheduler = Scheduler(Engine(self.backend, budget, batch_invariant))
+        # The searches may run on other threads: the team this thread's loading left idle
+        # would slow every forward call there (backends/openmp.py).
+        release_idle_workers()
 
     def with_judge(
         self,
@@ -292,6 +296,7 @@ class RainGenerator:
             top_k=config.top_k,
             should_stop=stops.found,
         )
+        release_idle_workers()  # as a search's turn does: other threads may search next
         # one call for the prompt, one per later token (counted here: searches may run beside it)
         cost = Counters(
             forward_calls=len(token_ids), tokens_processed=len(prompt_ids) + len(token_ids) - 1
