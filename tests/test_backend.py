@@ -309,3 +309,26 @@ def test_a_model_cast_between_searches_gets_a_store_of_its_dtype(tiny_llama) -> 
     again = backend.expand([backend.start(ids)], request, torch.Generator().manual_seed(0))
     assert again.proposals and backend.store.data is not None
     assert backend.store.data.dtype == torch.bfloat16
+
+
+def test_rows_sharing_a_context_are_written_as_each_alone() -> None:
+    """The pool reads a context shared by several rows once; every row still gets its
+    own context ending at the edge and zeros before it, whatever the mix of lengths."""
+    from rain_search.backends.pool import KVPool
+    from rain_search.backends.store import KVStore
+
+    store = KVStore()
+    store.data = torch.randn(2, 2, 40, 3, 4)
+    store._free = []
+    pool = KVPool(store, slots=12, columns=16)
+    pool.data.fill_(float("nan"))  # a cell the write forgets stays NaN
+    shared, other = [5, 6, 7, 8], [30, 31]
+    contexts = [shared, other, shared, [], [1, 2, 3, 4, 9], shared, other, [0]]
+    slots = [7, 0, 3, 1, 2, 9, 4, 11]
+    pool.write(slots, contexts, 10, store)
+    for slot, context in zip(slots, contexts, strict=True):
+        row = pool.data[:, :, slot, :10]
+        assert torch.equal(
+            row[:, :, : 10 - len(context)], torch.zeros_like(row[:, :, : 10 - len(context)])
+        )
+        assert torch.equal(row[:, :, 10 - len(context) :], store.data[:, :, context])

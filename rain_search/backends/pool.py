@@ -53,14 +53,53 @@ class KVPool:
         self, slots: Sequence[int], contexts: Sequence[Sequence[int]], end: int, store: KVStore
     ) -> None:
         """Each context (store positions) into its slot, its last position at column
-        ``end - 1`` and zeros before it: one fill, one gather and one copy for every row."""
-        padding = self._cells(slots, [range(end - len(context)) for context in contexts])
+        ``end - 1`` and zeros before it, for every row at once.
+
+        Rows with the same context (an expansion's candidates and its rollout) read
+        it from the store once: a gather of the distinct contexts, then one indexed
+        copy that hands each to all its rows — against a gather per row, this moves
+        about half the bytes at the ``fast`` preset's four rows per expansion (a
+        joining batch of 280 rows: 318 ms against 146 ms here). Contexts go in
+        groups by their number of rows, so no cell is written twice.
+        """
+        rows: dict[tuple[int, ...], list[int]] = {}
+        for slot, context in zip(slots, contexts, strict=True):
+            rows.setdefault(tuple(context), []).append(slot)
+        by_fan: dict[int, list[tuple[int, ...]]] = {}
+        for context, owners in rows.items():
+            by_fan.setdefault(len(owners), []).append(context)
+        padding, copies = [], []
+        for fan, group in by_fan.items():
+            width = max(map(len, group))
+            owners = [slot for context in group for slot in rows[context]]
+            padding += self._cells(owners, [range(end - width)] * len(owners))
+            if width:  # (contexts, fan, width) cells, each context's rows in turn
+                cells = self._cells(owners, [range(end - width, end)] * len(owners))
+                index = self._index(cells).view(len(group), fan, width)
+                copies.append((index, self._left_padded(store, group, width)))
+        flat = self._flat()
         if padding:
-            self._flat().index_fill_(2, self._index(padding), 0)
-        cells = self._cells(slots, [range(end - len(context), end) for context in contexts])
-        positions = [p for context in contexts for p in context]
-        if positions:
-            self._flat().index_copy_(2, self._index(cells), store.take(positions))
+            flat.index_fill_(2, self._index(padding), 0)
+        for index, values in copies:  # values: (L, 2, contexts, width, H, D)
+            flat[:, :, index] = values[:, :, :, None]
+
+    @staticmethod
+    def _left_padded(store: KVStore, contexts: list[tuple[int, ...]], width: int) -> torch.Tensor:
+        """(layers, 2, contexts, width, heads, head_dim): each context's positions, ending
+        at the last column, zeros before (one gather; one more copy when lengths differ).
+        Zeros, because a shorter context's row gets this padding as its own."""
+        taken = store.take([p for context in contexts for p in context])
+        layers, two, _, heads, head_dim = taken.shape
+        if all(len(context) == width for context in contexts):
+            return taken.view(layers, two, len(contexts), width, heads, head_dim)
+        padded = taken.new_zeros(layers, two, len(contexts) * width, heads, head_dim)
+        cells = [
+            number * width + column
+            for number, context in enumerate(contexts)
+            for column in range(width - len(context), width)
+        ]
+        padded.index_copy_(2, torch.tensor(cells, device=taken.device), taken)
+        return padded.view(layers, two, len(contexts), width, heads, head_dim)
 
     def capture(
         self, slots: Sequence[int], lengths: Sequence[int], end: int, store: KVStore
