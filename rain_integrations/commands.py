@@ -195,8 +195,11 @@ def answer_rows(
         start_ray(args.ray_address, loopback=True, purpose="rain batch --ray")
         return run_ray(GeneratorSpec.from_args(args), source, folder, pool=pool, on_row=show)
     from rain_integrations.batch import run_local
+    from rain_search.heap import freeze_loaded_heap
 
-    return run_local(make_generator(args), source, folder, on_row=show)
+    generator = make_generator(args)
+    freeze_loaded_heap()  # this process is there to answer the rows: see rain_search/heap.py
+    return run_local(generator, source, folder, on_row=show)
 
 
 def batch_progress(line: int, summary: BatchSummary) -> None:

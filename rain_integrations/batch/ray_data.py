@@ -25,6 +25,7 @@ from rain_integrations.batch.rows import BadRow, Row, error_record, result_recor
 from rain_integrations.ray_cluster import Replicas
 from rain_search.errors import RainError
 from rain_search.extras import require
+from rain_search.heap import freeze_loaded_heap
 from rain_search.search import RainGenerator
 
 
@@ -33,6 +34,7 @@ class RainRowsActor:
 
     def __init__(self, factory: Callable[[], RainGenerator]) -> None:
         self.generator = factory()
+        freeze_loaded_heap()  # the actor's process only answers rows (rain_search/heap.py)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
         records, errors = [], []

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from rain_integrations.server.errors import APIError, bad_request
 from rain_search.evaluators import SelfEvaluator
+from rain_search.heap import freeze_loaded_heap
 from rain_search.search import RainGenerator
 from rain_search.templates import builtin_names
 
@@ -36,6 +37,7 @@ class Generators:
         self._base: RainGenerator | None = source if isinstance(source, RainGenerator) else None
         self._siblings: dict[JudgeKey, RainGenerator] = {}
         self._lock = threading.Lock()
+        self._heap_frozen = False
 
     @property
     def loaded(self) -> bool:
@@ -52,6 +54,9 @@ class Generators:
                         f"the generator factory returned {type(self._base).__name__}, "
                         "not a RainGenerator"
                     )
+            if not self._heap_frozen:  # the model is in: keep full collections off it
+                freeze_loaded_heap()
+                self._heap_frozen = True
             return self._base
 
     @property

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 from fastapi.testclient import TestClient
 
 from rain_integrations.server import ServerLimits, build_app
 from tests.integrations.test_server import AUTH, KEY, MODEL
+
+
+@pytest.fixture(autouse=True)
+def unfrozen_heap():
+    """The server freezes the heap once its model is loaded (rain_search/heap.py); the
+    test process must not keep what one test froze for every later test."""
+    yield
+    gc.unfreeze()
 
 
 @pytest.fixture

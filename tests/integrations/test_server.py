@@ -427,3 +427,14 @@ def test_a_client_that_gives_up_on_a_plain_request_cancels_its_search(generator)
             httpx.post(f"{url}/v1/chat/completions", json=long, timeout=0.5)
         wait_for(lambda: httpx.get(f"{url}/health").json()["searches"].get("cancelled") == 1, 5)
         assert time.monotonic() - min(calls) < 5.0
+
+
+def test_the_server_freezes_the_heap_once_its_model_is_loaded(generator) -> None:
+    import gc
+
+    gc.unfreeze()
+    with TestClient(build_app(lambda: generator, model_name=MODEL)) as test_client:
+        assert gc.get_freeze_count() > 0  # the lifespan loaded the model, then froze
+        gc.unfreeze()
+        assert test_client.get("/health").json()["status"] == "ok"
+        assert gc.get_freeze_count() == 0  # once: later requests do not freeze again
