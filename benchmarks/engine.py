@@ -41,6 +41,7 @@ from benchmarks.common import bench_parser, load, machine, now, read_lines, tabl
 from benchmarks.judges import tone
 from benchmarks.opcount import OpCounter, TimeSplit, plain_batched, run_searches
 from rain_search import RainConfig, RainGenerator, RainResult
+from rain_search.heap import freeze_loaded_heap
 
 SECTIONS = ("leaves", "paper", "concurrent", "dtype", "scale")
 FULL: dict[str, Any] = {
@@ -100,6 +101,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         model, tokenizer, "fast", evaluator=tone, max_batch_rows=args.max_batch_rows, **invariant
     )
     function.warm_up()
+    if args.freeze_heap:
+        freeze_loaded_heap()
+    report["freeze_heap"] = args.freeze_heap
     if "leaves" in args.sections:
         report["leaves"] = sweep(function, prompts, "fast", sizes["tokens"], sizes["leaves"])
     if "paper" in args.sections:
@@ -152,6 +156,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--batch-invariant",
         action="store_true",
         help="each search in calls of its own shapes (leaves, concurrent and scale sections)",
+    )
+    parser.add_argument(
+        "--freeze-heap",
+        action="store_true",
+        help="freeze the loaded heap out of full garbage collections after warm-up, as the "
+        "serving processes do (rain_search/heap.py)",
     )
     return parser.parse_args(argv)
 

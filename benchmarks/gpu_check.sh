@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Issue 30's GPU check, in one call of at most 7.5 minutes (BUDGET_S=435): the scale section
-# in float32 (operations counted on the run's model) and bfloat16, the plain-decoding
+# in float32 (operations counted on the run's model) and bfloat16 (its heap frozen after
+# loading, as a serving process has it: compare with the float32 run's), the plain-decoding
 # dtype probe, the concurrent section in bfloat16, and last, in what time is left, the
 # scale section in bfloat16 with --batch-invariant (1, 8, 64 searches).
 #
@@ -56,7 +57,7 @@ print('embedded cache', m.embedded_cache())
 step scale-fp32 130 $PY -m benchmarks.engine --device "$DEVICE" --sections scale --quick --dtype float32 \
     --ops-model "$OPS" --out "$OUT/scale-fp32" $EXTRA
 step scale-bf16 120 $PY -m benchmarks.engine --device "$DEVICE" --sections scale --quick \
-    --dtype bfloat16 --ops-model none --out "$OUT/scale-bf16" $EXTRA
+    --dtype bfloat16 --ops-model none --freeze-heap --out "$OUT/scale-bf16" $EXTRA
 step decode-probe 55 $PY -m benchmarks.decode_probe --device "$DEVICE" --out "$OUT" $PROBE
 step concurrent-bf16 70 $PY -m benchmarks.engine --device "$DEVICE" --sections concurrent \
     --quick --dtype bfloat16 --out "$OUT/concurrent-bf16" $EXTRA
