@@ -2,10 +2,10 @@
 
 torch's CPU kernels run their parallel regions on an OpenMP team that belongs to
 the thread that started them, and GNU OpenMP keeps that team (one docked worker
-per extra core) alive until its thread exits. Once more OpenMP threads exist
-than cores, every team's workers stop spinning between regions and sleep at once,
-so each of a forward call's several hundred small regions waits for a wake-up:
-measured on this project's 2-core machine, a 64-row decoding call of the
+per extra core) alive until its thread exits. Once it manages more threads than
+there are cores, its workers spin only briefly between regions before they sleep
+(libgomp's documented GOMP_SPINCOUNT throttling), so each of a forward call's
+several hundred small regions waits for a wake-up: measured on this project's 2-core machine, a 64-row decoding call of the
 embedded model took 225 ms on a reader thread while the main thread's team
 existed, against 160 ms on the main thread or on that reader once the main
 thread's team was given back. The engine runs its turns on whichever reader
