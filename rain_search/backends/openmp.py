@@ -5,12 +5,13 @@ the thread that started them, and GNU OpenMP keeps that team (one docked worker
 per extra core) alive until its thread exits. Once it manages more threads than
 there are cores, its workers spin only briefly between regions before they sleep
 (libgomp's documented GOMP_SPINCOUNT throttling), so each of a forward call's
-several hundred small regions waits for a wake-up: measured on this project's
-2-core machine, a 64-row decoding call of the embedded model took 225 ms on a reader thread while the main thread's team
-existed, against 160 ms on the main thread or on that reader once the main
-thread's team was given back. The engine runs its turns on whichever reader
-waits, so a thread that stops running torch work gives its team back;
-OpenMP builds a new one at the next region (one thread start, microseconds).
+several hundred small regions waits for a wake-up. Measured on this project's
+2-core machine: a 64-row decoding call of the embedded model took 225 ms on a
+reader thread while the main thread's team existed, against 160 ms on the main
+thread or on that reader once the main thread's team was given back. The engine
+runs its turns on whichever reader waits, so a thread that stops running torch
+work gives its team back; OpenMP builds a new one at the next region (one thread
+start, microseconds).
 """
 
 from __future__ import annotations
