@@ -30,8 +30,9 @@ Results go to ``benchmarks/results/engine[-quick][-model].json``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -44,6 +45,7 @@ from rain_search import RainConfig, RainGenerator, RainResult
 from rain_search.heap import freeze_loaded_heap
 
 SECTIONS = ("leaves", "paper", "concurrent", "dtype", "scale")
+SPLIT_PARTS = ("forward", "judge", "embed", "host")
 FULL: dict[str, Any] = {
     "prompts": 2,
     "tokens": 40,
@@ -213,17 +215,22 @@ def concurrency(
     )
     # Both runs start with cold judge and embedder caches: the second run would otherwise
     # find the texts the first judged and embedded (same prompt, same seeds), and look faster.
+    # On a CPU the legs are also split (forward calls, judge, embedder, the rest): the
+    # wrappers cost nothing there, and the forward calls' own ratio bounds the gain.
+    split = generator.model.device.type == "cpu"
     cold(generator)
-    start = time.perf_counter()
-    solo = [generator.generate(prompt, config=config, seed=seed) for seed in range(count)]
-    sequential = time.perf_counter() - start
+    with timed_parts(generator, split) as one_by_one:
+        start = time.perf_counter()
+        solo = [generator.generate(prompt, config=config, seed=seed) for seed in range(count)]
+        sequential = time.perf_counter() - start
     cold(generator)
-    start = time.perf_counter()
-    with ThreadPoolExecutor(count) as pool:
-        together = list(
-            pool.map(lambda s: generator.generate(prompt, config=config, seed=s), range(count))
-        )
-    concurrent = time.perf_counter() - start
+    with timed_parts(generator, split) as at_once:
+        start = time.perf_counter()
+        with ThreadPoolExecutor(count) as pool:
+            together = list(
+                pool.map(lambda s: generator.generate(prompt, config=config, seed=s), range(count))
+            )
+        concurrent = time.perf_counter() - start
     tokens = sum(r.completion_tokens for r in together)
     same = sum(a.token_ids == b.token_ids for a, b in zip(solo, together, strict=True))
     out = {
@@ -236,12 +243,28 @@ def concurrency(
         "tokens_per_s_concurrent": tokens / concurrent,
         "same_answers": f"{same}/{count}",
     }
+    if split:
+        assert one_by_one is not None and at_once is not None
+        out["split_sequential"] = one_by_one.report(sequential)
+        out["split_concurrent"] = at_once.report(concurrent)
+        out["forward_gain"] = one_by_one.seconds["forward"] / at_once.seconds["forward"]
+    bound = f" (forward calls alone {out['forward_gain']:.2f}x)" if split else ""
     print(
-        f"[{now()}] {count} concurrent searches: {out['throughput_gain']:.2f}x throughput, "
-        f"same answers {same}/{count}",
+        f"[{now()}] {count} concurrent searches: {out['throughput_gain']:.2f}x throughput"
+        f"{bound}, same answers {same}/{count}",
         flush=True,
     )
     return out
+
+
+@contextlib.contextmanager
+def timed_parts(generator: RainGenerator, split: bool) -> Iterator[TimeSplit | None]:
+    """The generator's time split while the block runs (None when not ``split``)."""
+    if not split:
+        yield None
+        return
+    with TimeSplit(generator).measure() as parts:
+        yield parts
 
 
 def cold(generator: RainGenerator) -> None:
@@ -496,7 +519,15 @@ def print_report(report: dict[str, Any]) -> None:
         print(table(report["paper"], columns))
     if "concurrent" in report:
         print("\nconcurrent searches:")
-        print(table([report["concurrent"]], list(report["concurrent"])))
+        row = report["concurrent"]
+        print(table([row], [key for key, value in row.items() if not isinstance(value, dict)]))
+        for leg in ("sequential", "concurrent"):
+            if f"split_{leg}" in row:
+                parts = row[f"split_{leg}"]
+                print(
+                    f"  {leg}: "
+                    + ", ".join(f"{name} {parts[f'{name}_s']:.1f} s" for name in SPLIT_PARTS)
+                )
     if "dtypes" in report:
         print("\ndtype:")
         print(

@@ -180,6 +180,25 @@ def test_engine_scale_section_reports_speed_answers_operations_and_split(tiny_ll
     assert "forward" not in vars(generator.backend) and "embed" not in vars(generator.embedder)
 
 
+def test_engine_concurrent_section_splits_both_legs_on_a_cpu(tiny_llama, capsys) -> None:
+    from benchmarks import engine
+
+    model, tokenizer = tiny_llama
+    generator = RainGenerator(model, tokenizer, "fast", evaluator=tone, embedder="hidden")
+    sizes = {**engine.QUICK, "concurrent": 2, "concurrent_tokens": 2}
+    row = engine.concurrency(generator, "Say hi.", sizes, leaves=2)
+    assert row["same_answers"] == "2/2" and row["throughput_gain"] > 0
+    for leg, wall in (("sequential", row["sequential_s"]), ("concurrent", row["concurrent_s"])):
+        split = row[f"split_{leg}"]
+        assert split["forward_calls"] > 0 and split["wall_s"] == wall
+    assert row["forward_gain"] == pytest.approx(
+        row["split_sequential"]["forward_s"] / row["split_concurrent"]["forward_s"]
+    )
+    engine.print_report({"concurrent": row})
+    assert "sequential: forward" in capsys.readouterr().out
+    assert "forward" not in vars(generator.backend)
+
+
 def test_op_counter_counts_aten_operations() -> None:
     import torch
 
