@@ -598,11 +598,13 @@ class Scheduler:
     There is no engine thread: a reader waiting for its next step runs the
     engine itself (one ``run_once`` at a time, for every live search) unless
     another reader is already doing so, in which case it sleeps until that
-    call ends and looks at its queue again. torch runs slower on a thread of
-    its own than on the caller's (1.1-1.6x measured here), and an idle
-    generator then holds no thread at all. A search nobody reads waits; any
-    reader's turn advances every search. At interpreter exit the next turn
-    cancels the running searches instead of starting a forward call.
+    call ends and looks at its queue again. An idle generator holds no
+    thread at all. The leader gives its OpenMP team back after each turn: a
+    second idle team slows every parallel region of the next leader's calls
+    (:mod:`~rain_search.backends.openmp`; this, not the thread itself, was why
+    torch measured 1.1-1.6x slower on a thread of its own). A search nobody
+    reads waits; any reader's turn advances every search. At interpreter exit
+    the next turn cancels the running searches instead of starting a forward call.
     """
 
     def __init__(self, engine: Engine) -> None:
