@@ -79,11 +79,16 @@ def load(model: str | None, device: str | None) -> tuple[Any, Any]:
     if model is None or not model.startswith("random:"):
         return load_model(model, device=device)
     shape = model.removeprefix("random:")
+    chars = shape.endswith(CHARS_SUFFIX)
+    shape = shape.removesuffix(CHARS_SUFFIX)
     if shape not in RANDOM_SHAPES:
-        raise SystemExit(f"unknown random shape {shape!r}; choose one of {sorted(RANDOM_SHAPES)}")
+        raise SystemExit(
+            f"unknown random shape {shape!r}; choose one of {sorted(RANDOM_SHAPES)} "
+            f"(with {CHARS_SUFFIX!r} for a character vocabulary)"
+        )
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    _, tokenizer = load_model(None, device="cpu")
+    tokenizer = char_tokenizer() if chars else load_model(None, device="cpu")[1]
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.float16 if device.startswith("cuda") else torch.float32
     config = LlamaConfig(
@@ -97,6 +102,25 @@ def load(model: str | None, device: str | None) -> tuple[Any, Any]:
     with torch.device(device):
         llama = LlamaForCausalLM(config).to(dtype).eval()
     return llama, tokenizer
+
+
+CHARS_SUFFIX = "-chars"
+"""``random:<shape>-chars``: the random Llama with a character vocabulary (~80 tokens), so
+its vocabulary-wide work (the last layer, drawing) costs next to nothing either."""
+
+
+def char_tokenizer() -> Any:
+    """One token per printable character, plus ``<pad>`` and ``<eos>``: no files."""
+    import string
+
+    from tokenizers import Tokenizer, decoders, models
+    from transformers import PreTrainedTokenizerFast
+
+    characters = string.ascii_letters + string.digits + " .,!?;:'\"-()\n"
+    vocab = {"<pad>": 0, "<eos>": 1, **{c: i + 2 for i, c in enumerate(characters)}}
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=None))
+    backend.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="<eos>")
 
 
 def machine() -> dict[str, Any]:

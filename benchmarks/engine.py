@@ -23,6 +23,10 @@ model, same dtype. Sections:
   machine; ``--ops-model`` picks another); and where the largest run's time
   goes (forward calls, judge, embedder, and the rest: the engine's host work).
   On a CPU the throughput rows stop at 8 searches (``--searches`` overrides).
+- ``host``: the engine's own work where the model costs nothing (``random:tiny-chars``
+  on the CPU, 64 searches): milliseconds per engine turn and the full garbage
+  collections in them, with the loaded heap as is and frozen — a stand-in, on any
+  machine, for the host time that bounds a GPU.
 
 Results go to ``benchmarks/results/engine[-quick][-model].json``.
 """
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -44,7 +49,7 @@ from benchmarks.opcount import OpCounter, TimeSplit, plain_batched, run_searches
 from rain_search import RainConfig, RainGenerator, RainResult
 from rain_search.heap import freeze_loaded_heap
 
-SECTIONS = ("leaves", "paper", "concurrent", "dtype", "scale")
+SECTIONS = ("leaves", "paper", "concurrent", "dtype", "scale", "host")
 SPLIT_PARTS = ("forward", "judge", "embed", "host")
 FULL: dict[str, Any] = {
     "prompts": 2,
@@ -61,6 +66,8 @@ FULL: dict[str, Any] = {
     "scale_solo": 8,
     "ops": [8, 64],
     "ops_tokens": 16,
+    "host_searches": 64,
+    "host_tokens": 16,
 }
 QUICK: dict[str, Any] = {
     "prompts": 1,
@@ -77,6 +84,8 @@ QUICK: dict[str, Any] = {
     "scale_solo": 8,
     "ops": [8, 64],
     "ops_tokens": 8,
+    "host_searches": 32,
+    "host_tokens": 8,
 }
 
 
@@ -126,6 +135,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             sizes,
             args.searches,
         )
+    if "host" in args.sections:
+        report["host"] = host_work(prompts[0], sizes)
     name = "engine" + ("-quick" if args.quick else "")
     if args.model:
         name += "-" + args.model.replace(":", "-").replace("/", "-")
@@ -433,6 +444,88 @@ def split_run(
     return results, out
 
 
+def host_work(prompt: str, sizes: dict[str, Any]) -> dict[str, Any]:
+    """The engine's own work at many searches, where the model costs next to nothing.
+
+    On a GPU a call's kernels take a few ms and what bounds throughput is the host:
+    Python per turn and per row, and the garbage collector. This section measures that
+    on any machine: ``random:tiny-chars`` (a 2-layer Llama with a character vocabulary)
+    on the CPU, ``fast`` with the tone judge and the hidden-state embedder, N searches
+    at once on this thread; wall time per engine turn and the full garbage collections
+    in it, with the loaded heap as a library call has it and then frozen, as the serving
+    processes have it (``rain_search/heap.py``).
+    """
+    model, tokenizer = load("random:tiny-chars", "cpu")
+    generator = RainGenerator(
+        model,
+        tokenizer,
+        "fast",
+        evaluator=tone,
+        embedder="hidden",
+        max_batch_rows=1 << 20,
+        max_batch_kv_tokens=1 << 30,
+    )
+    config = RainConfig.preset("fast", max_new_tokens=sizes["host_tokens"])
+    count = sizes["host_searches"]
+    prompts = [f"{prompt} ({number})" for number in range(count)]
+    run_searches(generator, prompts, list(range(count)), config)  # warm: first touches
+    rows, answers = [], []
+    try:
+        for frozen in (False, True):
+            if frozen:
+                freeze_loaded_heap()
+            cold(generator)
+            with full_collections() as passes, TimeSplit(generator).measure() as parts:
+                start = time.perf_counter()
+                results = run_searches(generator, prompts, list(range(count)), config)
+                wall = time.perf_counter() - start
+            turns = parts.calls["forward"]
+            row = {
+                "heap": "frozen" if frozen else "as loaded",
+                "searches": count,
+                "tokens": sum(r.completion_tokens for r in results),
+                "wall_s": wall,
+                "turns": turns,
+                "ms_per_turn": 1000 * wall / max(turns, 1),
+                "full_gc_passes": passes["count"],
+                "full_gc_s": passes["seconds"],
+                "forward_s": parts.seconds["forward"],
+            }
+            rows.append(row)
+            answers.append([r.token_ids for r in results])
+            print(
+                f"[{now()}] host work, heap {row['heap']}: {row['ms_per_turn']:.1f} ms a turn, "
+                f"{row['full_gc_passes']} full collections {row['full_gc_s']:.2f} s of "
+                f"{wall:.2f} s",
+                flush=True,
+            )
+    finally:
+        gc.unfreeze()
+    return {"rows": rows, "same_answers": answers[0] == answers[1]}
+
+
+@contextlib.contextmanager
+def full_collections() -> Iterator[dict[str, float]]:
+    """How many full (oldest-generation) garbage collections ran in the block, and their time."""
+    seen: dict[str, float] = {"count": 0, "seconds": 0.0}
+    started: list[float] = []
+
+    def watch(phase: str, info: dict[str, int]) -> None:
+        if info["generation"] != 2:
+            return
+        if phase == "start":
+            started.append(time.perf_counter())
+        elif started:
+            seen["count"] += 1
+            seen["seconds"] += time.perf_counter() - started.pop()
+
+    gc.callbacks.append(watch)
+    try:
+        yield seen
+    finally:
+        gc.callbacks.remove(watch)
+
+
 def scale_targets(out: dict[str, Any], device: str) -> dict[str, dict[str, Any]]:
     """Issue 30's targets, for what this run measured."""
     goals: dict[str, dict[str, Any]] = {}
@@ -528,6 +621,9 @@ def print_report(report: dict[str, Any]) -> None:
                     f"  {leg}: "
                     + ", ".join(f"{name} {parts[f'{name}_s']:.1f} s" for name in SPLIT_PARTS)
                 )
+    if "host" in report:
+        print("\nhost work (random:tiny-chars on the CPU, fast, tone judge):")
+        print(table(report["host"]["rows"], list(report["host"]["rows"][0])))
     if "dtypes" in report:
         print("\ndtype:")
         print(

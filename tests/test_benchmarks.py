@@ -199,6 +199,34 @@ def test_engine_concurrent_section_splits_both_legs_on_a_cpu(tiny_llama, capsys)
     assert "forward" not in vars(generator.backend)
 
 
+def test_engine_host_section_times_turns_and_full_collections_with_the_heap_as_is_and_frozen() -> (
+    None
+):
+    import gc
+
+    from benchmarks import engine
+
+    part = engine.host_work("Say hi.", {**engine.QUICK, "host_searches": 3, "host_tokens": 2})
+    loaded, frozen = part["rows"]
+    assert (loaded["heap"], frozen["heap"]) == ("as loaded", "frozen")
+    for row in part["rows"]:
+        assert row["searches"] == 3 and row["turns"] > 0 and row["ms_per_turn"] > 0
+        assert row["full_gc_passes"] >= 0 and row["forward_s"] > 0
+    assert part["same_answers"]
+    assert gc.get_freeze_count() == 0  # the section gives the heap back as it found it
+
+
+def test_full_collections_counts_only_the_oldest_generation() -> None:
+    import gc
+
+    from benchmarks import engine
+
+    with engine.full_collections() as passes:
+        gc.collect(0)
+        gc.collect(2)
+    assert passes["count"] == 1 and passes["seconds"] > 0
+
+
 def test_op_counter_counts_aten_operations() -> None:
     import torch
 
