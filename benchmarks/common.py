@@ -110,7 +110,8 @@ its vocabulary-wide work (the last layer, drawing) costs next to nothing either.
 
 
 def char_tokenizer() -> Any:
-    """One token per printable character, plus ``<pad>`` and ``<eos>``: no files."""
+    """One token per printable character, plus ``<pad>`` and ``<eos>``: no files, no hub
+    (the tests' tiny Llama reads with it too)."""
     import string
 
     from tokenizers import Tokenizer, decoders, models

@@ -50,7 +50,7 @@ from rain_search import RainConfig, RainGenerator, RainResult
 from rain_search.heap import freeze_loaded_heap
 
 SECTIONS = ("leaves", "paper", "concurrent", "dtype", "scale", "host")
-SPLIT_PARTS = ("forward", "judge", "embed", "host")
+SPLIT_PARTS = (*(name for name, _, _ in TimeSplit.PARTS), "host")  # TimeSplit.report's
 FULL: dict[str, Any] = {
     "prompts": 2,
     "tokens": 40,

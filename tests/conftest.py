@@ -2,22 +2,11 @@
 
 from __future__ import annotations
 
-import string
-
 import pytest
 import torch
-from tokenizers import Tokenizer, decoders, models
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-CHARS = list(string.ascii_letters + string.digits + " .,!?;:'\"-()\n")
-
-
-def char_tokenizer() -> PreTrainedTokenizerFast:
-    """One token per character, plus <pad> and <eos>: no files, no hub."""
-    vocab = {"<pad>": 0, "<eos>": 1, **{c: i + 2 for i, c in enumerate(CHARS)}}
-    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=None))
-    tokenizer.decoder = decoders.Fuse()
-    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", eos_token="<eos>")
+from benchmarks.common import char_tokenizer
 
 
 @pytest.fixture(scope="session")
