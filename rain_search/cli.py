@@ -140,7 +140,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         "--max-batch-rows",
         type=int,
         help="rows the concurrent searches may hold in one forward call; the rest wait "
-        "(default: 320 on a CPU, 1024 on a GPU)",
+        "(default: 320 on a CPU; 4096 on a GPU, fewer where their logits would take over a "
+        "tenth of its free memory)",
     )
     parser.add_argument(
         "--max-batch-kv-tokens",

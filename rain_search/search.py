@@ -70,9 +70,10 @@ class RainGenerator:
     Concurrent searches (``generate_batch``, several streams, a server's
     requests) share the engine's forward calls; ``max_batch_rows`` and
     ``max_batch_kv_tokens`` bound what the live ones may hold at once (the
-    rest wait their turn). By default: 320 rows on a CPU, 1024 on a GPU, and
-    the key/value positions that fit 4 GiB on a CPU or half the GPU memory
-    free when the generator is built.
+    rest wait their turn). By default: 320 rows on a CPU; on a GPU 4096, or
+    fewer when their logits would take over a tenth of the free memory; and the
+    key/value positions that fit 4 GiB on a CPU or half the GPU memory free
+    when the generator is built.
 
     ``batch_invariant=True`` runs each search's rows in calls of their own, so
     every answer is the one the search gives alone, bit for bit, in any dtype

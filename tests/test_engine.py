@@ -17,7 +17,15 @@ from engine_fakes import ScriptedBackend, tree_trace
 from test_search import WordEmbedder, penalise_bad
 
 from rain_search import RainConfig
-from rain_search.admission import Budget, Footprint, default_budget
+from rain_search.admission import (
+    GPU_ROW_SHARE,
+    GPU_ROWS,
+    ROW_COPIES,
+    Budget,
+    Footprint,
+    default_budget,
+    gpu_rows,
+)
 from rain_search.backends.base import ExpandRequest
 from rain_search.backends.hf import HFBackend
 from rain_search.backends.slots import SlotDecoder
@@ -392,6 +400,20 @@ def test_default_budgets_follow_the_device_and_the_model(tiny_llama) -> None:
     assert budget.rows == 320
     assert budget.kv_tokens == 4 * 2**30 // per_token
     assert default_budget(model.config, torch.device("cpu"), 7, 9) == Budget(rows=7, kv_tokens=9)
+
+
+def test_a_gpu_budget_holds_the_rows_whose_logits_fit_free_memory(tiny_llama, monkeypatch) -> None:
+    model, _ = tiny_llama
+    free = 80 * 2**30
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (free, 2 * free))
+    budget = default_budget(model.config, torch.device("cuda"), None, None)
+    per_token = 2 * 2 * 2 * 16 * 2  # K and V x layers x kv heads x head dim x 16-bit
+    assert budget == Budget(rows=GPU_ROWS, kv_tokens=int(free * 0.5 // per_token))
+    big_vocab = model.config.__class__(**{**model.config.to_dict(), "vocab_size": 128_256})
+    row = ROW_COPIES * 4 * 128_256  # what one row's logits and their copies take
+    assert gpu_rows(big_vocab, 7 * 2**30) == int(7 * 2**30 * GPU_ROW_SHARE // row) < 300
+    assert gpu_rows(big_vocab, 0) == 1
+    assert default_budget(model.config, torch.device("cuda"), 5, None).rows == 5
 
 
 def test_a_generator_with_another_judge_shares_the_engine_and_its_calls(tiny_llama) -> None:
