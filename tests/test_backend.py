@@ -332,3 +332,10 @@ def test_rows_sharing_a_context_are_written_as_each_alone() -> None:
             row[:, :, : 10 - len(context)], torch.zeros_like(row[:, :, : 10 - len(context)])
         )
         assert torch.equal(row[:, :, 10 - len(context) :], store.data[:, :, context])
+
+
+def test_right_aligned_cells_end_where_each_span_ends() -> None:
+    from rain_search.backends.pool import right_aligned
+
+    cells = right_aligned(torch.tensor([10, 20, 35]), [3, 0, 2])
+    assert cells.tolist() == [7, 8, 9, 33, 34]

@@ -14,6 +14,7 @@ next token) is the pool rebuilt (vLLM's fixed slots refilled as work finishes).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import torch
@@ -55,50 +56,44 @@ class KVPool:
         """Each context (store positions) into its slot, its last position at column
         ``end - 1`` and zeros before it, for every row at once.
 
-        Rows with the same context (an expansion's candidates and its rollout) read
-        it from the store once: a gather of the distinct contexts, then one indexed
-        copy that hands each to all its rows — against a gather per row, this moves
-        about half the bytes at the ``fast`` preset's four rows per expansion (a
-        joining batch of 280 rows: 318 ms against 146 ms here). Contexts go in
-        groups by their number of rows, so no cell is written twice.
+        Rows given the same context object (an expansion's candidates and its
+        rollout) read it from the store once: a gather of the distinct contexts,
+        then one indexed copy that hands each to all its rows — against a gather
+        per row, this moves about half the bytes at the ``fast`` preset's four rows
+        per expansion (a joining batch of 280 rows: 318 ms against 146 ms here).
+        Contexts go in groups by their number of rows, so no cell is written twice;
+        the cells' indices are made on the device, a few operations per group.
         """
-        rows: dict[tuple[int, ...], list[int]] = {}
+        rows: dict[int, tuple[Sequence[int], list[int]]] = {}
         for slot, context in zip(slots, contexts, strict=True):
-            rows.setdefault(tuple(context), []).append(slot)
-        by_fan: dict[int, list[tuple[int, ...]]] = {}
-        for context, owners in rows.items():
-            by_fan.setdefault(len(owners), []).append(context)
-        padding, copies = [], []
-        for fan, group in by_fan.items():
-            width = max(map(len, group))
-            owners = [slot for context in group for slot in rows[context]]
-            padding += self._cells(owners, [range(end - width)] * len(owners))
-            if width:  # (contexts, fan, width) cells, each context's rows in turn
-                cells = self._cells(owners, [range(end - width, end)] * len(owners))
-                index = self._index(cells).view(len(group), fan, width)
-                copies.append((index, self._left_padded(store, group, width)))
+            rows.setdefault(id(context), (context, []))[1].append(slot)
+        by_fan: dict[int, list[tuple[Sequence[int], list[int]]]] = {}
+        for context, owners in rows.values():
+            by_fan.setdefault(len(owners), []).append((context, owners))
         flat = self._flat()
-        if padding:
-            flat.index_fill_(2, self._index(padding), 0)
-        for index, values in copies:  # values: (L, 2, contexts, width, H, D)
-            flat[:, :, index] = values[:, :, :, None]
+        for fan, group in by_fan.items():
+            width = max(len(context) for context, _ in group)
+            owners = self._index([slot for _, slot_list in group for slot in slot_list])
+            if end > width:
+                flat.index_fill_(2, self._cells(owners, 0, end - width).flatten(), 0)
+            if width:  # (contexts, fan, width) cells, each context's rows in turn
+                index = self._cells(owners, end - width, end).view(len(group), fan, width)
+                values = self._left_padded(store, [context for context, _ in group], width)
+                flat[:, :, index] = values[:, :, :, None]
 
     @staticmethod
-    def _left_padded(store: KVStore, contexts: list[tuple[int, ...]], width: int) -> torch.Tensor:
+    def _left_padded(store: KVStore, contexts: Sequence[Sequence[int]], width: int) -> torch.Tensor:
         """(layers, 2, contexts, width, heads, head_dim): each context's positions, ending
         at the last column, zeros before (one gather; one more copy when lengths differ).
         Zeros, because a shorter context's row gets this padding as its own."""
-        taken = store.take([p for context in contexts for p in context])
+        taken = store.take(list(itertools.chain.from_iterable(contexts)))
         layers, two, _, heads, head_dim = taken.shape
-        if all(len(context) == width for context in contexts):
+        lengths = [len(context) for context in contexts]
+        if all(length == width for length in lengths):
             return taken.view(layers, two, len(contexts), width, heads, head_dim)
         padded = taken.new_zeros(layers, two, len(contexts) * width, heads, head_dim)
-        cells = [
-            number * width + column
-            for number, context in enumerate(contexts)
-            for column in range(width - len(context), width)
-        ]
-        padded.index_copy_(2, torch.tensor(cells, device=taken.device), taken)
+        ends = torch.arange(1, len(contexts) + 1, device=taken.device) * width
+        padded.index_copy_(2, right_aligned(ends, lengths), taken)
         return padded.view(layers, two, len(contexts), width, heads, head_dim)
 
     def capture(
@@ -107,9 +102,9 @@ class KVPool:
         """The last ``length`` positions before ``end`` of each slot, copied to new store
         blocks in one indexed copy; a block per slot."""
         blocks = store.allocate_many(lengths)
-        cells = self._cells(slots, [range(end - length, end) for length in lengths])
+        cells = right_aligned(self._index(slots) * self.columns + end, lengths)
         positions = [p for block in blocks for p in block.positions]
-        store.put(positions, self._flat().index_select(2, self._index(cells)))
+        store.put(positions, self._flat().index_select(2, cells))
         return blocks
 
     def take(self, rows: Sequence[int], start: int, stop: int) -> torch.Tensor:
@@ -138,14 +133,11 @@ class KVPool:
             length,
         )
 
-    def _cells(self, slots: Sequence[int], spans: Sequence[range]) -> list[int]:
-        """Indices into :meth:`_flat` of columns ``spans[i]`` of slot ``slots[i]``, in order."""
-        columns = self.columns
-        return [
-            slot * columns + column
-            for slot, span in zip(slots, spans, strict=True)
-            for column in span
-        ]
+    def _cells(self, owners: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        """(owners, stop - start): indices into :meth:`_flat` of columns [start, stop) of
+        each slot in ``owners``."""
+        columns = torch.arange(start, stop, device=owners.device)
+        return owners[:, None] * self.columns + columns[None, :]
 
     def _flat(self) -> torch.Tensor:
         """(layers, 2, slots × columns, heads, head_dim): a view, one index per (slot, column)."""
@@ -154,3 +146,14 @@ class KVPool:
 
     def _index(self, rows: Sequence[int]) -> torch.Tensor:
         return torch.tensor(list(rows), dtype=torch.long, device=self.data.device)
+
+
+def right_aligned(ends: torch.Tensor, lengths: Sequence[int]) -> torch.Tensor:
+    """The ``lengths[i]`` indices before ``ends[i]``, for every i, end to end: the cells
+    of spans that end together, made on the device from one tensor of lengths."""
+    counts = torch.tensor(list(lengths), dtype=torch.long, device=ends.device)
+    total = int(sum(lengths))
+    row_ends = torch.cumsum(counts, 0)
+    # for cell j of span i: ends[i] - (row_ends[i] - j), j running over the whole output
+    offsets = torch.repeat_interleave(ends - row_ends, counts, output_size=total)
+    return offsets + torch.arange(total, device=ends.device)
