@@ -73,11 +73,11 @@ class KVPool:
         flat = self._flat()
         for fan, group in by_fan.items():
             width = max(len(context) for context, _ in group)
-            owners = self._index([slot for _, slot_list in group for slot in slot_list])
+            targets = self._index([slot for _, owners in group for slot in owners])
             if end > width:
-                flat.index_fill_(2, self._cells(owners, 0, end - width).flatten(), 0)
+                flat.index_fill_(2, self._cells(targets, 0, end - width).flatten(), 0)
             if width:  # (contexts, fan, width) cells, each context's rows in turn
-                index = self._cells(owners, end - width, end).view(len(group), fan, width)
+                index = self._cells(targets, end - width, end).view(len(group), fan, width)
                 values = self._left_padded(store, [context for context, _ in group], width)
                 flat[:, :, index] = values[:, :, :, None]
 
