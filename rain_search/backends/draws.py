@@ -5,79 +5,119 @@ distribution (top-k and temperature) with its own job's uniform number, or
 takes the most likely token, or a fixed one. Rows drawn from the same kind of
 distribution are cut and inverted together whatever their job: each operation
 is row-wise, so each row gets what drawing it alone gives, and the work is a
-few operations per kind per call rather than per row. Tokens and their
-log-probs come back to the host in one copy (one device sync per call).
+few operations per kind per call rather than per row. A job hands in all its
+rows of a kind at once (:meth:`DrawPlan.add`, columns extended by slices, no
+object per row), and tokens and their log-probs come back to the host in one
+copy (one device sync per call).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 import torch
 
 from rain_search.backends.proposals import Sampling, sampling
 
+OwnerT = TypeVar("OwnerT")
+Kind = tuple[int, float]
+"""(top_k, temperature) of a distribution: rows of one kind are drawn together."""
+
 
 @dataclass
-class DrawRow:
-    """How one row draws: which row of the log-probs, from what, with what."""
+class _Group(Generic[OwnerT]):
+    """One kind's rows, as columns: whose row, which log-probs row, and how it draws."""
 
-    source: int  # row of the log-probs tensor
-    top_k: int
-    temperature: float
-    uniform: float = 0.0  # its job's number for this draw (unused when greedy or fixed)
-    greedy: bool = False
-    fixed: int = -1  # a token given in advance (``top`` mode's first tokens); -1: none
+    owners: list[OwnerT] = field(default_factory=list)
+    order: list[int] = field(default_factory=list)  # each row's place among all rows added
+    sources: list[int] = field(default_factory=list)  # rows of the log-probs tensor
+    uniforms: list[float] = field(default_factory=list)  # unused when greedy or fixed
+    greedy: list[bool] = field(default_factory=list)
+    fixed: list[int] = field(default_factory=list)  # a token given in advance; -1: none
 
 
-def draw_rows(log_probs: torch.Tensor, rows: Sequence[DrawRow]) -> list[tuple[int, float]]:
-    """(token, log-prob under the row's sampling distribution) for each of ``rows``.
+class DrawPlan(Generic[OwnerT]):
+    """The rows one call draws, grouped by kind as they are added."""
 
-    ``log_probs`` is (sources, vocab) at temperature 1. The rows' numbers go to
-    the device in one copy (grouped by kind, so each kind is a slice of it) and
-    the results come back in one.
-    """
-    if not rows:
-        return []
-    groups: dict[tuple[int, float], list[int]] = {}
-    for number, row in enumerate(rows):
-        groups.setdefault((row.top_k, row.temperature), []).append(number)
-    order = [number for members in groups.values() for number in members]
-    table = torch.tensor(  # (rows, 4): source, uniform, greedy, fixed, in group order
-        [[r.source, r.uniform, r.greedy, r.fixed] for r in (rows[n] for n in order)],
-        dtype=torch.float64,
-    ).to(log_probs.device)
-    parts: list[torch.Tensor] = []
-    start = 0
-    for (top_k, temperature), members in groups.items():
-        part = table[start : start + len(members)]
-        start += len(members)
-        dist = sampling(log_probs[part[:, 0].long()], top_k, temperature)
-        picks = _picks(dist, [rows[number] for number in members], temperature, part)
-        parts.append(torch.stack([picks.double(), dist.log_prob(picks).double()]))
-    tokens, scores = torch.cat(parts, dim=1).tolist()
-    out: list[tuple[int, float]] = [(0, 0.0)] * len(rows)
-    for number, token, score in zip(order, tokens, scores, strict=True):
-        out[number] = (int(token), score)
-    return out
+    def __init__(self) -> None:
+        self._groups: dict[Kind, _Group[OwnerT]] = {}
+        self._rows = 0
+
+    def add(
+        self,
+        kind: Kind,
+        owners: Sequence[OwnerT],
+        sources: Sequence[int],
+        uniforms: Sequence[float] | None = None,
+        greedy: Sequence[bool] | None = None,
+        fixed: Sequence[int] | None = None,
+    ) -> None:
+        """Rows of one kind: ``owners[i]`` draws from log-probs row ``sources[i]`` with
+        ``uniforms[i]`` (None: takes the most likely token, or its ``fixed`` one)."""
+        group = self._groups.setdefault(kind, _Group())
+        count = len(owners)
+        group.owners += owners
+        group.order += range(self._rows, self._rows + count)
+        self._rows += count
+        group.sources += sources
+        group.uniforms += [0.0] * count if uniforms is None else uniforms
+        group.greedy += [False] * count if greedy is None else greedy
+        group.fixed += [-1] * count if fixed is None else fixed
+
+    def draw(self, log_probs: torch.Tensor) -> list[tuple[OwnerT, int, float]]:
+        """(owner, token, log-prob under the row's sampling distribution) for every row,
+        in the order the rows were added.
+
+        ``log_probs`` is (sources, vocab) at temperature 1. The rows' numbers go to
+        the device in one copy (group after group, so each group is a slice of it)
+        and the results come back in one.
+        """
+        groups = [(kind, group) for kind, group in self._groups.items() if group.owners]
+        if not groups:
+            return []
+        columns = [
+            [value for _, group in groups for value in getattr(group, name)]
+            for name in ("sources", "uniforms", "greedy", "fixed")
+        ]
+        table = torch.tensor(columns, dtype=torch.float64).to(log_probs.device)  # (4, rows)
+        parts: list[torch.Tensor] = []
+        start = 0
+        for (top_k, temperature), group in groups:
+            part = table[:, start : start + len(group.owners)]
+            start += len(group.owners)
+            dist = sampling(log_probs[part[0].long()], top_k, temperature)
+            picks = _picks(dist, group, temperature, part)
+            parts.append(torch.stack([picks.double(), dist.log_prob(picks).double()]))
+        tokens, scores = torch.cat(parts, dim=1).tolist()
+        out: list[tuple[OwnerT, int, float]] = [None] * self._rows  # type: ignore[list-item]
+        places = (place for _, group in groups for place in group.order)
+        owners = (owner for _, group in groups for owner in group.owners)
+        for place, owner, token, score in zip(places, owners, tokens, scores, strict=True):
+            out[place] = (owner, int(token), score)
+        return out
 
 
 def _picks(
-    dist: Sampling, rows: Sequence[DrawRow], temperature: float, table: torch.Tensor
+    dist: Sampling, group: _Group[OwnerT], temperature: float, table: torch.Tensor
 ) -> torch.Tensor:
     """Each row's token: fixed, most likely (greedy or temperature 0), or inverted.
 
-    ``table`` holds the rows' (source, uniform, greedy, fixed) on the device.
+    ``table`` holds the rows' (source, uniform, greedy, fixed) columns on the device.
     """
-    sampled = temperature != 0.0 and not all(row.greedy or row.fixed >= 0 for row in rows)
+    fixed = any(token >= 0 for token in group.fixed)
+    greedy = any(group.greedy)
+    sampled = temperature != 0.0 and not all(
+        g or f >= 0 for g, f in zip(group.greedy, group.fixed, strict=True)
+    )
     if sampled:
-        picks = dist.invert(table[:, 1:2])
-        if any(row.greedy for row in rows):
-            picks = torch.where(table[:, 2].bool(), dist.most_likely(), picks)
+        picks = dist.invert(table[1][:, None])
+        if greedy:
+            picks = torch.where(table[2].bool(), dist.most_likely(), picks)
     else:
         picks = dist.most_likely()
-    if any(row.fixed >= 0 for row in rows):
-        fixed = table[:, 3].long()
-        picks = torch.where(fixed >= 0, fixed, picks)
+    if fixed:
+        tokens = table[3].long()
+        picks = torch.where(tokens >= 0, tokens, picks)
     return picks

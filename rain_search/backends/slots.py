@@ -26,7 +26,7 @@ import torch
 from transformers import DynamicCache
 
 from rain_search.backends.base import ExpandRequest, Expansion, Proposal
-from rain_search.backends.draws import DrawRow, draw_rows
+from rain_search.backends.draws import DrawPlan
 from rain_search.backends.layout import Row, SlotLayout
 from rain_search.backends.proposals import (
     distinct,
@@ -106,10 +106,12 @@ class Job:
     def rollout(self) -> bool:
         return self.request.rollout_tokens > 0
 
-    def uniform(self) -> float:
-        """Its generator's next number (drawn ahead in one call: see :meth:`draw_uniforms`)."""
-        self.drawn += 1
-        return self.uniforms[self.drawn - 1]
+    def take_uniforms(self, count: int) -> list[float]:
+        """Its generator's next ``count`` numbers (drawn ahead: see :meth:`draw_uniforms`)."""
+        start, self.drawn = self.drawn, self.drawn + count
+        numbers = self.uniforms[start : self.drawn]
+        assert len(numbers) == count, "a job drew more numbers than it drew ahead"
+        return numbers
 
     def draw_uniforms(self) -> None:
         """Every number the job can use, in the order it uses them, in one call.
@@ -205,17 +207,15 @@ class SlotDecoder:
             return [], []
         leaves = torch.stack([job.leaf.next_log_probs for job in jobs])  # (jobs, vocab)
         self._first_tokens(jobs, leaves)
-        for job in jobs:
+        plan: DrawPlan[tuple[Job, int]] = DrawPlan()
+        for number, job in enumerate(jobs):
             job.draw_uniforms()
             job.tokens = [[] for _ in range(job.n_children + int(job.rollout))]
             job.token_log_probs = [[] for _ in range(job.n_children)]
-        wanted = [
-            (job, index, number) for number, job in enumerate(jobs) for index in self._rows(job)
-        ]
-        drawn = draw_rows(leaves, [self._how(job, index, source) for job, index, source in wanted])
+            self._plan(plan, job, dict.fromkeys(range(job.n_children + 1), number))
         joining, finished = [], []
         positions = {job: context_positions(job.context) for job in jobs}
-        for (job, index, _), (token, log_prob) in zip(wanted, drawn, strict=True):
+        for (job, index), token, log_prob in plan.draw(leaves):
             if self._take(job, index, token, log_prob):
                 joining.append(Row(job, index, token, positions[job]))
         going = {id(row.job) for row in joining}  # a set: rows x jobs comparisons were quadratic
@@ -241,28 +241,27 @@ class SlotDecoder:
                 job.first = top_picks(ids, job.request)
                 job.greedy = [False] * len(job.first)
 
-    def _rows(self, job: Job) -> list[int]:
-        """The job's rows that draw at its next call, candidates first."""
-        rows = list(range(job.n_children)) if job.calls < job.length else []
-        return rows + [job.n_children] if job.rollout else rows
-
-    def _how(self, job: Job, index: int, source: int) -> DrawRow:
-        """How row ``index`` of ``job`` draws now, taking its uniform number in turn."""
-        request = job.request
-        if index == job.n_children:  # the rollout
+    def _plan(self, plan: DrawPlan[tuple[Job, int]], job: Job, slots: dict[int, int]) -> None:
+        """The job's rows that draw at its next call (their log-probs rows in ``slots``):
+        the candidates while the set is shorter than its length, then the rollout, each
+        taking its uniform numbers in turn."""
+        request, count = job.request, job.n_children
+        if job.calls < job.length:
+            fixed = job.first if job.calls == 0 else None
+            sampled = fixed is None and request.temperature != 0.0
+            plan.add(
+                (0 if job.first is not None else request.top_k, request.temperature),
+                [(job, index) for index in range(count)],
+                [slots[index] for index in range(count)],
+                uniforms=job.take_uniforms(count) if sampled else None,
+                greedy=job.greedy,
+                fixed=fixed,
+            )
+        rollout = slots.get(count)
+        if job.rollout and rollout is not None:
             temperature = request.rollout_temperature
-            uniform = job.uniform() if temperature else 0.0
-            return DrawRow(source, 0, temperature, uniform)
-        fixed = job.first[index] if job.calls == 0 and job.first is not None else -1
-        sampled = fixed < 0 and request.temperature != 0.0
-        return DrawRow(
-            source,
-            top_k=0 if job.first is not None else request.top_k,
-            temperature=request.temperature,
-            uniform=job.uniform() if sampled else 0.0,
-            greedy=job.greedy[index],
-            fixed=fixed,
-        )
+            uniforms = job.take_uniforms(1) if temperature else None
+            plan.add((0, temperature), [(job, count)], [rollout], uniforms=uniforms)
 
     def _take(self, job: Job, index: int, token: int, log_prob: float) -> bool:
         """Record a drawn token; does the row go on (False: its rollout ended with it)?"""
@@ -287,16 +286,13 @@ class SlotDecoder:
         for job in by_job:
             job.calls += 1
         self._capture([job for job in by_job if job.calls == job.length], by_job, log_probs)
-        wanted = [
-            (job, index, slots[index])
-            for job, slots in by_job.items()
-            for index in self._rows(job)
-            if index in slots
-        ]
-        drawn = draw_rows(log_probs, [self._how(job, index, slot) for job, index, slot in wanted])
+        plan: DrawPlan[tuple[Job, int]] = DrawPlan()
+        for job, slots in by_job.items():
+            self._plan(plan, job, slots)
         going: set[int] = set()
-        for (job, index, slot), (token, log_prob) in zip(wanted, drawn, strict=True):
+        for (job, index), token, log_prob in plan.draw(log_probs):
             if self._take(job, index, token, log_prob):
+                slot = by_job[job][index]
                 row = rows[slot]
                 assert row is not None
                 row.token = token
