@@ -235,3 +235,15 @@ def test_op_counter_counts_aten_operations() -> None:
     with OpCounter() as ops:
         (torch.ones(3) * 2).sum()
     assert ops.total == 3 and ops.by_op["mul"] == 1
+
+
+def test_embed_probe_times_minilm_by_batch_size(tmp_path) -> None:
+    from benchmarks import embed_probe
+
+    assert embed_probe.texts_like_a_turn(5) == embed_probe.texts_like_a_turn(5)
+    argv = ["--device", "cpu", "--counts", "6", "--batch-sizes", "4", "0", "--repeats", "1"]
+    assert embed_probe.main([*argv, "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "embed_probe.json").read_text())["rows"]
+    assert [(r["batch_size"], r["calls"]) for r in rows] == [(4, 2), (6, 1)]
+    assert rows[0]["max_diff"] == 0 and rows[1]["max_diff"] < 1e-5
+    assert all(r["encode_s"] > 0 and r["tokenize_s"] > 0 for r in rows)
