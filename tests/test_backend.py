@@ -311,11 +311,16 @@ def test_a_model_cast_between_searches_gets_a_store_of_its_dtype(tiny_llama) -> 
     assert backend.store.data.dtype == torch.bfloat16
 
 
-def test_rows_sharing_a_context_are_written_as_each_alone() -> None:
+@pytest.mark.parametrize("chunk", [16 * 2**20, 1], ids=["one-gather", "context-by-context"])
+def test_rows_sharing_a_context_are_written_as_each_alone(chunk, monkeypatch) -> None:
     """The pool reads a context shared by several rows once; every row still gets its
-    own context ending at the edge and zeros before it, whatever the mix of lengths."""
+    own context ending at the edge and zeros before it, whatever the mix of lengths,
+    gathered in one piece or in pieces."""
+    from rain_search.backends import pool as pools
     from rain_search.backends.pool import KVPool
     from rain_search.backends.store import KVStore
+
+    monkeypatch.setattr(pools, "CHUNK_BYTES", chunk)
 
     store = KVStore()
     store.data = torch.randn(2, 2, 40, 3, 4)
@@ -339,3 +344,20 @@ def test_right_aligned_cells_end_where_each_span_ends() -> None:
 
     cells = right_aligned(torch.tensor([10, 20, 35]), [3, 0, 2])
     assert cells.tolist() == [7, 8, 9, 33, 34]
+
+
+def test_moving_rows_in_pieces_copies_every_row() -> None:
+    from rain_search.backends import pool as pools
+    from rain_search.backends.store import KVStore
+
+    store = KVStore()
+    store.data = torch.zeros(2, 2, 1, 3, 4)
+    pool = pools.KVPool(store, slots=8, columns=6)
+    pool.data.copy_(torch.randn_like(pool.data))
+    before = pool.data.clone()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(pools, "CHUNK_BYTES", 1)  # one row a piece
+        pool.move([7, 6, 5], [0, 2, 3], 4)
+    for source, target in [(7, 0), (6, 2), (5, 3)]:
+        assert torch.equal(pool.data[:, :, target, :4], before[:, :, source, :4])
+    assert torch.equal(pool.data[:, :, :, 4:], before[:, :, :, 4:])
