@@ -87,7 +87,7 @@ class DrawPlan(Generic[OwnerT]):
         for (top_k, temperature), group in groups:
             part = table[:, start : start + len(group.owners)]
             start += len(group.owners)
-            dist = sampling(log_probs[part[0].long()], top_k, temperature)
+            dist = sampling(log_probs, top_k, temperature, rows=part[0].long())
             picks = _picks(dist, group, temperature, part)
             parts.append(torch.stack([picks.double(), dist.log_prob(picks).double()]))
         tokens, scores = torch.cat(parts, dim=1).tolist()

@@ -70,16 +70,27 @@ class Sampling:
         return self.ids.gather(-1, positions[:, None]).squeeze(-1)
 
 
-def sampling(log_probs: torch.Tensor, top_k: int, temperature: float) -> Sampling:
-    """The distribution tokens are drawn from (:class:`Sampling`) for (rows, vocab) ``log_probs``.
+def sampling(
+    log_probs: torch.Tensor, top_k: int, temperature: float, rows: torch.Tensor | None = None
+) -> Sampling:
+    """The distribution tokens are drawn from (:class:`Sampling`) for (rows, vocab) ``log_probs``
+    (only its ``rows``, when given).
 
     Temperature 0 (greedy) reads priors at temperature 1. The cut keeps the
-    k tokens ``torch.topk`` picks (at a tie on the k-th value, its choice).
+    k tokens ``torch.topk`` picks (at a tie on the k-th value, its choice). A cut
+    for most of the rows runs on all of them and keeps its rows' k values: a
+    copy of those rows' whole vocabularies first cost twice the cut (280 rows of
+    49k: 27 ms against 13), and each row's top k are its own either way.
     """
+    cut = 0 < top_k < log_probs.shape[-1]
+    if rows is not None and not (cut and 2 * rows.shape[0] >= log_probs.shape[0]):
+        log_probs, rows = log_probs[rows], None
     # x / 1.0 is x to the bit: skip a pass over every row's vocabulary at temperature 1 (or 0)
     logits = log_probs if temperature in (0.0, 1.0) else log_probs / temperature
-    if 0 < top_k < logits.shape[-1]:
+    if cut:
         values, ids = logits.topk(top_k, dim=-1)
+        if rows is not None:
+            values, ids = values[rows], ids[rows]
         ids, order = ids.sort(-1)
         return Sampling(values.gather(-1, order).log_softmax(-1), ids)
     return Sampling(logits.log_softmax(-1), None)
