@@ -288,3 +288,17 @@ def test_embedded_model_generate_and_pipeline_equal_rain_generator(embedded_mode
 
 def _no_tools(text: str) -> float:
     return -1.0 if "tool" in text.lower() else 1.0
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+@pytest.mark.parametrize("count", [7, 2], ids=["most-rows", "few-rows"])
+def test_a_distribution_of_some_rows_is_theirs_alone(temperature, count) -> None:
+    from rain_search.backends.proposals import sampling
+
+    log_probs = torch.randn(8, 50, generator=torch.Generator().manual_seed(1)).log_softmax(-1)
+    rows = torch.tensor([6, 0, 3, 5, 1, 2, 7][:count])
+    for top_k in (0, 5):
+        picked = sampling(log_probs, top_k, temperature, rows=rows)
+        alone = sampling(log_probs[rows], top_k, temperature)
+        assert torch.equal(picked.log_probs, alone.log_probs)
+        assert picked.ids is None if top_k == 0 else torch.equal(picked.ids, alone.ids)
