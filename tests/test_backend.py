@@ -361,3 +361,14 @@ def test_moving_rows_in_pieces_copies_every_row() -> None:
     for source, target in [(7, 0), (6, 2), (5, 3)]:
         assert torch.equal(pool.data[:, :, target, :4], before[:, :, source, :4])
     assert torch.equal(pool.data[:, :, :, 4:], before[:, :, :, 4:])
+
+
+def test_pieces_are_a_cpu_matter() -> None:
+    """On a CPU a gather is cut to CHUNK_BYTES; elsewhere the allocator caches blocks."""
+    from rain_search.backends import pool as pools
+    from rain_search.backends.store import KVStore
+
+    for device, rows in (("cpu", pools.CHUNK_BYTES // (100 * 2 * 2 * 8 * 64 * 4)), ("meta", 16)):
+        store = KVStore()
+        store.data = torch.empty(2, 2, 4, 8, 64, device=device)
+        assert pools.KVPool(store, slots=16, columns=128)._rows_per_chunk(100) == rows

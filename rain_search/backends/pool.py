@@ -23,7 +23,7 @@ from rain_search.backends.kv import roomy_cache
 from rain_search.backends.store import Block, KVStore
 
 CHUNK_BYTES = 16 * 2**20
-"""Most bytes :meth:`KVPool.write` and :meth:`KVPool.move` gather at once. ``malloc``
+"""Most bytes :meth:`KVPool.write` and :meth:`KVPool.move` gather at once on a CPU. ``malloc``
 serves an allocation above 32 MiB with fresh pages every time, each page a fault when
 first written: gathering a 280-row join of the embedded model in one piece cost about
 twice its copy (235-373 ms against 153 ms a write in 16 MiB pieces)."""
@@ -156,8 +156,11 @@ class KVPool:
 
     def _rows_per_chunk(self, columns: int) -> int:
         """How many rows of ``columns`` positions (every layer's keys and values) fit
-        ``CHUNK_BYTES``; at least one."""
-        layers, two, _, _, heads, head_dim = self.data.shape
+        ``CHUNK_BYTES``; at least one. Every row on a GPU: its caching allocator reuses
+        freed blocks, and each piece would be two more kernel launches."""
+        layers, two, slots, _, heads, head_dim = self.data.shape
+        if self.data.device.type != "cpu":
+            return max(slots, 1)
         row = max(columns, 1) * layers * two * heads * head_dim * self.data.element_size()
         return max(1, CHUNK_BYTES // row)
 
