@@ -94,17 +94,22 @@ def gpu_rows(config: PretrainedConfig, free_bytes: float) -> int:
     the sampling's temporaries: with a 128k vocabulary 4,096 rows are ~12 GB, so on a
     24 GB card beside an 8B model's weights the budget falls to a few hundred rows.
     """
-    text = getattr(config, "text_config", None) or config
-    vocab = getattr(text, "vocab_size", None) or 32_000
+    vocab = getattr(language_config(config), "vocab_size", None) or 32_000
     fit = int(free_bytes * GPU_ROW_SHARE // (ROW_COPIES * 4 * vocab))
     return max(1, min(GPU_ROWS, fit))
 
 
 def bytes_per_token(config: PretrainedConfig, on_gpu: bool) -> int:
     """Keys and values of one position over every layer (2 bytes a number on a GPU, else 4)."""
-    text = getattr(config, "text_config", None) or config
+    text = language_config(config)
     layers = getattr(text, "num_hidden_layers", 32)
     heads = getattr(text, "num_attention_heads", 32)
     kv_heads = getattr(text, "num_key_value_heads", None) or heads
     head_dim = getattr(text, "head_dim", None) or getattr(text, "hidden_size", 4096) // heads
     return 2 * layers * kv_heads * head_dim * (2 if on_gpu else 4)
+
+
+def language_config(config: PretrainedConfig) -> PretrainedConfig:
+    """The language model's part of ``config`` (a vision-language model nests it)."""
+    text: PretrainedConfig = getattr(config, "text_config", None) or config
+    return text
